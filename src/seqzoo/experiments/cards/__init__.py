@@ -1,5 +1,14 @@
-"""Built-in experiment cards, one module per paper; importing this package registers them."""
+"""Built-in experiment cards, one module per paper; importing this package registers them.
 
-from seqzoo.experiments.cards import atn as _atn  # noqa: F401
-from seqzoo.experiments.cards import memorization as _memorization  # noqa: F401
-from seqzoo.experiments.cards import recurrent_bn as _recurrent_bn  # noqa: F401
+Every module in this package is imported (in name order), so a new card registers by existing: no list to
+edit, and cards written side by side never touch a shared file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
