@@ -70,3 +70,12 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
 def test_unknown_model_is_an_error():
     with pytest.raises((KeyError, ValueError), match="lstmm|lstm"):
         bench.run_bench(["lstmm"], **TINY)
+
+
+def test_native_usdt_lines_dropped_other_stderr_kept(capfd):
+    import os
+
+    with bench._drop_native_usdt_lines():
+        os.write(2, b"USDT:2026 profiler_start\nreal warning\nUSDT:2026 profiler_stop\n")
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "real warning" in err

@@ -30,10 +30,11 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,36 @@ class _Case:
             self.step.append(_timed(self.run_steps, self.clock) / self.step_len)
 
 
+@contextmanager
+def _drop_native_usdt_lines() -> Iterator[None]:
+    """Hide the ``USDT: ... profiler_start/stop`` lines torch's native profiler writes to file descriptor 2.
+
+    They come from C++ (no Python logger or environment variable silences them), so fd 2 is pointed at a
+    temporary file for the duration and every other line is written back to stderr afterwards.
+    """
+    fd = 2  # the C++ side writes to descriptor 2 whatever Python's sys.stderr is
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(keepends=True) if not line.startswith(b"USDT:")]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def _peak_alloc_bytes(fn: Callable[[], Any]) -> int:
     """Peak of (allocated - freed) bytes during ``fn``, from the profiler's CPU allocator events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _drop_native_usdt_lines(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
