@@ -27,7 +27,9 @@ without a carried state; such batches have ``carry_state = False``.
 Evaluation sets are windows of ``eval_context + bptt`` tokens of the split's stream (one stream, not batchified)
 whose ``loss_mask`` scores each target token exactly once, with up to ``eval_context`` tokens of context before
 it; this is exact for convolutional models whose receptive field fits in the context and a truncated-history
-approximation for recurrent ones.
+approximation for recurrent ones. ``stream_batches`` gives the other evaluation: the split as parallel contiguous
+streams in ``bptt`` segments, each target scored once, for models that carry their state from segment to segment
+(the trainer uses it for such models; see ``seqzoo.training.evaluation``).
 
 Metrics: ``cross_entropy`` (nats per token, primary) and, at character level, ``bpc`` (bits per character); both
 average exactly over batches. Perplexity ``exp(cross_entropy)`` is not a mean, so it is derived from the averaged
@@ -224,6 +226,7 @@ class LanguageModelingTask(Task):
         self.stoi = {t: i for i, t in enumerate(self.vocab)}
         self.files = dict(files)
         self._streams: dict[int, Tensor] = {}
+        self._stream_batches: dict[tuple[str, int], list[Batch]] = {}
         metrics = ("cross_entropy", "bpc") if level == "char" else ("cross_entropy",)
         self.spec = TaskSpec(input_kind="tokens", vocab_size=len(self.vocab), output_kind="per_step",
                              d_output=len(self.vocab), loss="cross_entropy", metrics=metrics,
@@ -310,6 +313,42 @@ class LanguageModelingTask(Task):
 
     def dataset(self, split: str) -> TensorDataset:
         return TensorDataset(self.windows(self.ids[split]))
+
+    def stream_batches(self, split: str, n_streams: int) -> list[Batch]:
+        """The split as ``n_streams`` parallel contiguous streams cut into segments of ``bptt`` (carried evaluation).
+
+        Row b of every segment continues row b of the previous one (``segment_index`` 0 starts them). Stream 0 scores
+        the first ``eval_context + per`` targets; stream b >= 1 first reads the ``eval_context`` tokens before its
+        part unscored (``loss_mask``), then scores its ``per`` targets, so every target is scored exactly once, with
+        all the history of its stream and never fewer than ``eval_context`` tokens of context (except the first
+        tokens of the split, which have all there is). Cached per ``(split, n_streams)``.
+        """
+        check_int("lm", "n_streams", n_streams, 1)
+        key = (split, n_streams)
+        if key in self._stream_batches:
+            return self._stream_batches[key]
+        if split not in self.ids:
+            raise ValueError(f"lm: split must be one of {tuple(self.ids)}, got {split!r}")
+        ids = self.ids[split]
+        n_targets = ids.numel() - 1
+        warm = min(self.eval_context, n_targets)
+        rest = n_targets - warm
+        streams = max(1, min(n_streams, rest))
+        per = -(-rest // streams)  # ceil
+        row = torch.arange(streams).unsqueeze(1)
+        col = torch.arange(warm + per).unsqueeze(0)
+        pos = row * per + col  # target position read at (row, col)
+        real = pos < n_targets
+        scored = real & ((row == 0) | (col >= warm))
+        pos = pos.clamp(max=n_targets - 1)
+        inputs, targets = ids[pos], ids[pos + 1]
+        out = []
+        for k, c0 in enumerate(range(0, warm + per, self.bptt)):
+            cols = slice(c0, c0 + self.bptt)
+            out.append({"inputs": inputs[:, cols], "targets": targets[:, cols], "loss_mask": scored[:, cols],
+                        "carry_state": torch.tensor(True), "segment_index": torch.tensor(k)})
+        self._stream_batches[key] = out
+        return out
 
     # ----- metrics and baseline -------------------------------------------------------------------------------------
     def custom_metric(self, name: str, outputs: Tensor, batch: Batch) -> Tensor | tuple[float, float]:

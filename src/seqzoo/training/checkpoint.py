@@ -4,6 +4,8 @@ A checkpoint lives in ``run_dir/checkpoint/``. Each file carries its step in its
 atomically (temporary name, fsync, ``os.replace``); ``manifest.json`` is written last and names the files
 of the checkpoint with their sizes and SHA-256. A kill at any moment leaves either the previous manifest
 (whose files are only deleted after the new manifest is in place) or the new one: never a torn checkpoint.
+A model state carried across steps (truncated BPTT) is stored the same way: its tensors in
+``carry-<step>.safetensors``, its nesting (tuples, lists, dicts) as JSON in the state file.
 """
 
 from __future__ import annotations
@@ -102,6 +104,54 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+# ----- nested tensor structures (a carried model state) <-> tensors + JSON ------------------------------
+def flatten_tensors(tree: Any, prefix: str = "carry") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested tuple/list/dict of tensors (None allowed) into named tensors and a JSON structure.
+
+    The structure mirrors the nesting: ``{"tensor": name}``, ``{"tuple": [...]}``, ``{"list": [...]}``,
+    ``{"dict": {key: ...}}`` (string keys) or ``{"none": true}``, so the tree comes back without pickle.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if torch.is_tensor(node):
+            tensors[path] = node.detach().to("cpu").contiguous().clone()
+            return {"tensor": path}
+        if node is None:
+            return {"none": True}
+        if isinstance(node, (tuple, list)):
+            kind = "tuple" if isinstance(node, tuple) else "list"
+            return {kind: [walk(v, f"{path}/{i}") for i, v in enumerate(node)]}
+        if isinstance(node, dict):
+            bad = [k for k in node if not isinstance(k, str) or "/" in k]
+            if bad:
+                raise TypeError(f"cannot store state dict keys {bad!r} at {path!r}: keys must be strings without '/'")
+            return {"dict": {k: walk(v, f"{path}/{k}") for k, v in node.items()}}
+        raise TypeError(f"cannot store a state value of type {type(node).__name__} at {path!r} without pickle; "
+                        "a state must be tensors nested in tuples, lists or dicts (None allowed)")
+
+    return tensors, walk(tree, prefix)
+
+
+def unflatten_tensors(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
+    """Inverse of :func:`flatten_tensors`."""
+    if not isinstance(structure, dict) or len(structure) != 1:
+        raise ValueError(f"malformed state structure {structure!r}: expected one of tensor/tuple/list/dict/none")
+    (kind, value), = structure.items()
+    if kind == "tensor":
+        if value not in tensors:
+            raise ValueError(f"checkpoint state tensors lack {value!r}")
+        return tensors[value]
+    if kind == "none":
+        return None
+    if kind in ("tuple", "list"):
+        items = [unflatten_tensors(tensors, v) for v in value]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        return {k: unflatten_tensors(tensors, v) for k, v in value.items()}
+    raise ValueError(f"malformed state structure: unknown kind {kind!r}")
+
+
 # ----- RNG state -----------------------------------------------------------------------------------------
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
     """Torch (CPU and CUDA), NumPy and Python RNG states as uint8/int64 tensors plus JSON."""
@@ -141,6 +191,7 @@ class Checkpoint:
     rng: tuple[dict[str, torch.Tensor], dict]
     trainer: dict[str, Any] = field(default_factory=dict)
     schedule: dict[str, Any] = field(default_factory=dict)
+    carried_state: Any = None  # the model state carried into the next step (TBPTT); None = start fresh
 
 
 def _sha256(data: bytes) -> str:
@@ -156,6 +207,8 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     opt_tensors, opt_meta = flatten_optimizer_state(ckpt.optimizer)
     rng_tensors, rng_meta = ckpt.rng
     tag = f"{ckpt.step:09d}"
+    carry_tensors, carry_structure = ({}, None) if ckpt.carried_state is None else \
+        flatten_tensors(ckpt.carried_state)
     blobs = {
         "model": (f"model-{tag}.safetensors",
                   save({k: v.detach().to("cpu").contiguous().clone() for k, v in ckpt.model.items()})),
@@ -163,8 +216,11 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
         "rng": (f"rng-{tag}.safetensors", save(rng_tensors)),
         "state": (f"state-{tag}.json", (json.dumps({
             "optimizer": opt_meta, "rng": rng_meta, "trainer": ckpt.trainer, "schedule": ckpt.schedule,
+            "carry": carry_structure,
         }, indent=1) + "\n").encode()),
     }
+    if carry_structure is not None:
+        blobs["carry"] = (f"carry-{tag}.safetensors", save(carry_tensors, metadata={"format": FORMAT}))
     files = {}
     for role, (name, data) in blobs.items():
         atomic_write_bytes(d / name, data)
@@ -228,6 +284,11 @@ def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
     opt_tensors = load(_read_checked(d, files["optimizer"]))
     rng_tensors = load(_read_checked(d, files["rng"]))
     meta = json.loads(_read_checked(d, files["state"]).decode())
+    carried = None
+    if meta.get("carry") is not None:
+        if "carry" not in files:
+            raise ValueError(f"{d / MANIFEST} names no carried-state file but state.json describes one")
+        carried = unflatten_tensors(load(_read_checked(d, files["carry"])), meta["carry"])
     return Checkpoint(
         step=int(manifest["step"]),
         model=model,
@@ -235,4 +296,5 @@ def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
         rng=(rng_tensors, meta["rng"]),
         trainer=meta["trainer"],
         schedule=meta.get("schedule", {}),
+        carried_state=carried,
     )

@@ -20,6 +20,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # Fields that change only how a run is shown, not what it computes: left out of the run hash and free
 # to differ when a run is resumed.
 PRESENTATION_FIELDS = ("progress", "tensorboard")
+# Optional fields added after runs were already recorded: left out of the run hash while unset (None), so the
+# run directories of existing configurations keep their names.
+UNHASHED_WHEN_NONE = ("ssm_lr",)
 # Fields that may also differ on resume (a longer time budget continues a run stopped by its budget).
 RESUMABLE_CHANGES = (*PRESENTATION_FIELDS, "time_budget")
 
@@ -30,6 +33,7 @@ _RULES: dict[str, tuple[str, bool, tuple[str, ...] | None, float | None, bool]] 
     "optimizer": ("str", False, OPTIMIZERS, None, True),
     "lr": ("float", False, None, 0.0, False),
     "weight_decay": ("float", False, None, 0.0, True),
+    "ssm_lr": ("float", True, None, 0.0, False),
     "momentum": ("float", False, None, 0.0, True),
     "schedule": ("str", False, SCHEDULES, None, True),
     "warmup_steps": ("int", False, None, 0, True),
@@ -64,6 +68,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 1e-3
     weight_decay: float = 0.0
+    ssm_lr: float | None = None  # S5 models: lr of Lambda, B, log_step, without weight decay (spec §5.5); None = off
     momentum: float = 0.0  # sgd / rmsprop
     schedule: str = "constant"  # constant | cosine | step
     warmup_steps: int = 0  # linear warm-up, then the schedule

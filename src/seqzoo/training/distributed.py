@@ -105,6 +105,21 @@ def shard_batch(batch: Batch, ctx: DistContext) -> Batch:
     return {k: (v[lo:lo + per] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
 
 
+def all_gather_batch(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dimension 0 in rank order (the inverse of ``shard_batch``).
+
+    Ranks hold equal shards (``shard_batch`` splits evenly), so the shapes agree; the result is on the CPU.
+    """
+    if not ctx.enabled:
+        return t
+    if t.dim() == 0:
+        raise ValueError("all_gather_batch needs a tensor with a batch dimension, got a 0-dim tensor")
+    local = t.detach().contiguous().to(ctx.device)
+    parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, local)
+    return torch.cat(parts, 0).cpu()
+
+
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum ``t`` over ranks in place (identity in a single process)."""
     if ctx.enabled:

@@ -1,9 +1,21 @@
-"""Running a model on task batches: the model call, the fit check and exact split evaluation."""
+"""Running a model on task batches: the model call, the fit check and exact split evaluation.
+
+Two ways to evaluate a split (``evaluate_split`` picks one and names it):
+
+* ``"independent"``: every example (for ``lm``: every window of ``eval_context + bptt`` tokens) starts from a
+  fresh state; ``evaluate``.
+* ``"carried"``: for a task that offers ``stream_batches`` (``lm``) and a model that carries a state
+  (``carries_state``), the split is read as parallel contiguous streams, segment after segment, the state carried
+  from each segment into the next, every target scored once; ``evaluate_stream``. For a recurrent language model
+  this is the full-history perplexity the papers report; the independent windows truncate the history.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +55,60 @@ def forward(model: nn.Module, batch: Batch, *, device: torch.device, bf16: bool 
         out = model(**model_inputs(model, batch))
     out = out[0] if isinstance(out, (tuple, list)) else out
     return out.float() if bf16 and out.is_floating_point() else out
+
+
+def forward_state(model: nn.Module, batch: Batch, state: Any, *, device: torch.device,
+                  bf16: bool = False) -> tuple[Tensor, Any]:
+    """``model(**inputs, state=state)``: the outputs (float32 under bf16) and the model's new state."""
+    with autocast(device, bf16):
+        out = model(**model_inputs(model, batch), state=state)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{type(unwrap(model)).__name__} must return (outputs, state) to carry a state, "
+                        f"got {type(out).__name__}")
+    y, new_state = out
+    return (y.float() if bf16 and y.is_floating_point() else y), new_state
+
+
+def detach_state(state: Any) -> Any:
+    """The same nested tuple/list/dict of tensors, cut from the autograd graph (truncated BPTT)."""
+    if torch.is_tensor(state):
+        return state.detach()
+    if isinstance(state, tuple):
+        return tuple(detach_state(s) for s in state)
+    if isinstance(state, list):
+        return [detach_state(s) for s in state]
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    return state
+
+
+def carries_state(model: nn.Module) -> bool:
+    """True when the model can carry its state from one segment of a stream to the next.
+
+    That needs a ``forward(..., state=...)``, a causal model and a state of fixed, nonzero size (``state_size``
+    of every layer the same for short and long inputs): recurrent cells, memory-limited stacks, causal
+    convolution buffers. Models whose state grows with the input (attention caches, full stack DPs) or that hold
+    none are never carried.
+    """
+    m = unwrap(model)
+    try:
+        if "state" not in inspect.signature(m.forward).parameters:
+            return False
+    except (TypeError, ValueError):
+        return False
+    if not getattr(m, "is_causal", False):
+        return False
+    parts = list(getattr(m, "layers", None) or [m])
+    total = 0
+    for part in parts:
+        size = getattr(part, "state_size", None)
+        if not callable(size):
+            return False
+        short, long = size(16), size(4096)
+        if short != long:
+            return False
+        total += short
+    return total > 0
 
 
 def _shapes(batch: Batch) -> str:
@@ -111,4 +177,76 @@ def evaluate(model: nn.Module, task: Task, data: TensorDataset, *, batch_size: i
         sums = all_reduce_sum(sums.to(ctx.device), ctx).cpu()
     out = {n: (float(sums[j, 0] / sums[j, 1]) if sums[j, 1] > 0 else math.nan) for j, n in enumerate(names)}
     out.update(task.derived_metrics(out))
+    return out
+
+
+def evaluate_stream(model: nn.Module, task: Task, batches: list[Batch], *, device: torch.device,
+                    bf16: bool = False, ctx: DistContext | None = None) -> dict[str, float]:
+    """Metrics over consecutive segments of parallel streams with the state carried between segments.
+
+    ``batches`` come from ``task.stream_batches``: row i of a batch continues row i of the previous one unless its
+    ``segment_index`` is 0 (the state is reset there). Under data parallelism rank r reads rows r, r + W, ... of
+    every segment, carrying its own rows, and the sums are added over ranks.
+    """
+    module = unwrap(model)
+    was_training = module.training
+    module.eval()
+    names = list(task.spec.metrics)
+    sums = torch.zeros(len(names), 2, dtype=torch.float64)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    state = None
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if int(batch.get("segment_index", 0)) == 0:
+                    state = None
+                if world > 1:
+                    batch = {k: (v[rank::world] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
+                if batch["inputs"].shape[0] == 0:
+                    continue
+                batch = to_device(batch, device)
+                outputs, state = forward_state(module, batch, state, device=device, bf16=bf16)
+                for j, (s, c) in enumerate(task.metric_sums(outputs, batch)[n] for n in names):
+                    sums[j, 0] += s
+                    sums[j, 1] += c
+    finally:
+        module.train(was_training)
+    if ctx is not None and ctx.enabled:
+        sums = all_reduce_sum(sums.to(ctx.device), ctx).cpu()
+    out = {n: (float(sums[j, 0] / sums[j, 1]) if sums[j, 1] > 0 else math.nan) for j, n in enumerate(names)}
+    out.update(task.derived_metrics(out))
+    return out
+
+
+def evaluation_mode(model: nn.Module, task: Task) -> str:
+    """``"carried"`` when the task offers streams and the model carries a state, else ``"independent"``."""
+    return "carried" if callable(getattr(task, "stream_batches", None)) and carries_state(model) else "independent"
+
+
+def evaluate_split(model: nn.Module, task: Task, split: str, *, batch_size: int, device: torch.device,
+                   bf16: bool = False, ctx: DistContext | None = None) -> tuple[dict[str, float], str]:
+    """Metrics of ``split`` and the evaluation mode used (see the module docstring).
+
+    In the carried mode ``batch_size`` is the number of parallel streams.
+    """
+    mode = evaluation_mode(model, task)
+    if mode == "carried":
+        batches = task.stream_batches(split, batch_size)
+        out = evaluate_stream(model, task, batches, device=device, bf16=bf16, ctx=ctx)
+    else:
+        out = evaluate(model, task, task.build(split, EVAL_SEED), batch_size=batch_size, device=device, bf16=bf16,
+                       ctx=ctx)
+    return {**out, **module_metrics(model)}, mode
+
+
+def module_metrics(model: nn.Module) -> dict[str, float]:
+    """Numbers that submodules report about themselves (``report_metrics()``, e.g. fitted ARMA coefficients).
+
+    Keys of the first module keep their names; later reporting modules get a ``m<i>_`` prefix.
+    """
+    out: dict[str, float] = {}
+    reporters = [m for m in model.modules() if callable(getattr(m, "report_metrics", None))]
+    for i, m in enumerate(reporters):
+        prefix = "" if i == 0 else f"m{i}_"
+        out.update({f"{prefix}{k}": float(v) for k, v in m.report_metrics().items()})
     return out

@@ -248,13 +248,17 @@ def _task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None):
 
 def evaluate_run(path: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None, *,
                  batch_size: int | None = None, device: str = "cpu") -> dict[str, float]:
-    """Metrics of a run's model on ``split`` of its task, rebuilt from ``config.json``."""
-    from seqzoo.training.evaluation import EVAL_SEED, evaluate
+    """Metrics of a run's model on ``split`` of its task, rebuilt from ``config.json``.
+
+    Evaluated the way the trainer does (``evaluation.evaluate_split``: carried state for stateful models on tasks
+    with streams, independent examples otherwise).
+    """
+    from seqzoo.training.evaluation import evaluate_split
 
     cfg = read_config(path)
     task = _task_from_config(cfg, data_dir)
     model = load_run(path, device=device)
     bs = batch_size or int(cfg["train"].get("eval_batch_size", 256))
-    data = task.build(split, EVAL_SEED)
-    return evaluate(model, task, data, batch_size=bs, device=torch.device(device),
-                    bf16=bool(cfg["train"].get("bf16", False)))
+    metrics, _ = evaluate_split(model, task, split, batch_size=bs, device=torch.device(device),
+                                bf16=bool(cfg["train"].get("bf16", False)))
+    return metrics

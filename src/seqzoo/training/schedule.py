@@ -15,9 +15,27 @@ import torch
 from seqzoo.training.config import TrainConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer`` with its learning rate, weight decay and momentum."""
-    params = [p for p in params if p.requires_grad]
+def optimizer_params(model: torch.nn.Module, config: TrainConfig) -> list:
+    """What the optimizer gets: the trainable parameters, or S5's parameter groups when ``config.ssm_lr`` is set.
+
+    With ``ssm_lr`` the SSM parameters (Lambda, B, log_step) get ``ssm_lr`` and no weight decay, everything else
+    ``lr`` and ``weight_decay`` (``s5_param_groups``, opt_config ``standard``); each group's ``lr_scale`` keeps
+    the ratio under the schedule.
+    """
+    if config.ssm_lr is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    from seqzoo.layers.s5 import s5_param_groups
+
+    return s5_param_groups(model, lr=config.lr, ssm_lr=config.ssm_lr, weight_decay=config.weight_decay)
+
+
+def build_optimizer(params: Iterable, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer`` with its learning rate, weight decay and momentum.
+
+    ``params`` are parameters or parameter-group dicts (e.g. from ``optimizer_params``); groups keep their own
+    ``lr`` and ``weight_decay``.
+    """
+    params = [p for p in params if isinstance(p, dict) or p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     name, lr, wd = config.optimizer, config.lr, config.weight_decay

@@ -6,8 +6,15 @@ before every step; the learning rate is a pure function of the step. A checkpoin
 the state there is, and a resumed run repeats exactly what an uninterrupted run does (bit-identical on
 CPU, where ``torch.use_deterministic_algorithms`` is switched on for the duration of the run).
 
+Truncated BPTT: when a training batch says ``carry_state`` (``lm``: row i continues row i of the previous step's
+batch) and the model carries a state (``evaluation.carries_state``), the model's state after step s, detached, is
+fed into step s + 1, and reset where the batch's ``segment_index`` is 0. The carried state is part of the checkpoint
+(safetensors + a JSON structure), so resumed runs stay bit-identical. Under data parallelism every rank carries the
+rows of its own shard; the checkpoint holds the gathered global-batch state.
+
 Subclasses may override ``compute_loss``, ``backward`` and ``optimizer_step`` (hooks for per-sample
-gradients, private training or quantization-aware steps).
+gradients, private training or quantization-aware steps); ``model_outputs`` is the model call that carries the
+state.
 """
 
 from __future__ import annotations
@@ -36,9 +43,10 @@ from seqzoo.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from seqzoo.training.config import PRESENTATION_FIELDS, RESUMABLE_CHANGES, TrainConfig
+from seqzoo.training.config import PRESENTATION_FIELDS, RESUMABLE_CHANGES, UNHASHED_WHEN_NONE, TrainConfig
 from seqzoo.training.distributed import (
     DistContext,
+    all_gather_batch,
     all_reduce_sum,
     barrier,
     broadcast_flag,
@@ -46,7 +54,15 @@ from seqzoo.training.distributed import (
     shard_batch,
     teardown_distributed,
 )
-from seqzoo.training.evaluation import EVAL_SEED, check_fit, evaluate, forward, to_device
+from seqzoo.training.evaluation import (
+    carries_state,
+    check_fit,
+    detach_state,
+    evaluate_split,
+    forward,
+    forward_state,
+    to_device,
+)
 from seqzoo.training.index import RunIndex
 from seqzoo.training.runs import (
     CONFIG_FILE,
@@ -64,7 +80,7 @@ from seqzoo.training.runs import (
     run_hash,
     write_result,
 )
-from seqzoo.training.schedule import LRSchedule, build_optimizer
+from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_params
 
 log = logging.getLogger("seqzoo.training")
 
@@ -169,6 +185,33 @@ def _better(value: float, best: float | None, higher_is_better: bool) -> bool:
     return value > best if higher_is_better else value < best
 
 
+class CarriedState:
+    """The model state carried from one training step to the next (truncated BPTT).
+
+    ``begin(batch)`` decides, before a step, whether it continues the previous step (the batch's ``carry_state`` is
+    true, ``segment_index`` is not 0 and the model carries a state); ``state`` is then the input state (None =
+    fresh). ``model_outputs`` stores the step's new state in ``pending``; ``commit()`` after a successful optimizer
+    step makes it the state of the next step.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.state: Any = None
+        self.pending: Any = None
+        self.active = False
+
+    def begin(self, batch: Batch) -> None:
+        flag = batch.get("carry_state")
+        self.active = self.enabled and flag is not None and bool(flag)
+        if not self.active or int(batch.get("segment_index", 0)) == 0:
+            self.state = None
+        self.pending = None
+
+    def commit(self) -> None:
+        self.state = self.pending if self.active else None
+        self.pending = None
+
+
 class Trainer:
     """One run: builds the task and model, trains, evaluates, checkpoints and records the result."""
 
@@ -207,10 +250,20 @@ class Trainer:
         self.overwrite = overwrite
         self.model: nn.Module | None = None  # the trained model (last weights) after run()
         self.task: Task | None = None
+        self.carry = CarriedState(False)
 
     # ----- overridable steps ----------------------------------------------------------------------------
+    def model_outputs(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The model's outputs on ``batch``; continues from the carried state when this step carries one."""
+        if not self.carry.active:
+            return forward(model, batch, device=self.ctx.device, bf16=self.config.bf16)
+        outputs, new_state = forward_state(model, batch, self.carry.state, device=self.ctx.device,
+                                           bf16=self.config.bf16)
+        self.carry.pending = detach_state(new_state)
+        return outputs
+
     def compute_loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        outputs = forward(model, batch, device=self.ctx.device, bf16=self.config.bf16)
+        outputs = self.model_outputs(model, batch)
         return self.task.loss(outputs, batch)
 
     def backward(self, loss: Tensor) -> None:
@@ -256,7 +309,8 @@ class Trainer:
             "train": train,
         })
         hashed = dict(self.resolved)
-        hashed["train"] = {k: v for k, v in train.items() if k not in PRESENTATION_FIELDS}
+        hashed["train"] = {k: v for k, v in train.items()
+                            if k not in PRESENTATION_FIELDS and not (k in UNHASHED_WHEN_NONE and v is None)}
         self.run_dir = self.out / (self.run_name or default_run_name(self.task_name, self.model_name, cfg.seed,
                                                                       run_hash(jsonable(hashed))))
         self.run_id = self.run_dir.name
@@ -317,18 +371,21 @@ class Trainer:
         spec = task.spec
         check_fit(model, task, to_device(task.train_batch(0, min(2, cfg.batch_size), cfg.seed), ctx.device),
                   device=ctx.device, model_name=self.model_name, task_name=self.task_name)
-        optimizer = build_optimizer(model.parameters(), cfg)
+        optimizer = build_optimizer(optimizer_params(model, cfg), cfg)
         schedule = LRSchedule(cfg)
 
         state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_metrics": {},
                                  "evals_since_best": 0, "last_eval_step": -1, "elapsed": 0.0, "loss_sum": 0.0,
                                  "loss_count": 0, "metrics_bytes": 0, "history": []}
+        self.carry = CarriedState(carries_state(model))
         ckpt = load_checkpoint(self.run_dir) if self.resume else None
         if ckpt is not None:
             model.load_state_dict(ckpt.model, strict=True)
             optimizer.load_state_dict(ckpt.optimizer)
             restore_rng(*ckpt.rng)
             state.update(ckpt.trainer)
+            if ckpt.carried_state is not None and self.carry.enabled:
+                self.carry.state = _local_rows(ckpt.carried_state, ctx)
         start = int(state["step"])
         best_state = None
         if state["best_step"] and (self.run_dir / "model.safetensors").exists():
@@ -351,7 +408,6 @@ class Trainer:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-        eval_data = task.build(cfg.eval_split, EVAL_SEED)
         status, message = "finished", ""
         done = start
         prior_elapsed = float(state["elapsed"])
@@ -371,11 +427,11 @@ class Trainer:
 
         def run_eval() -> bool:
             """Evaluate at ``done``; returns True when early stopping triggers."""
-            m = evaluate(model, task, eval_data, batch_size=cfg.eval_batch_size, device=ctx.device,
-                         bf16=cfg.bf16, ctx=ctx)
-            row = {"step": done, "split": cfg.eval_split, **m, "time": round(elapsed(), 3)}
+            m, mode = evaluate_split(model, task, cfg.eval_split, batch_size=cfg.eval_batch_size, device=ctx.device,
+                                     bf16=cfg.bf16, ctx=ctx)
+            row = {"step": done, "split": cfg.eval_split, **m, "eval": mode, "time": round(elapsed(), 3)}
             write(row)
-            state["history"].append({k: v for k, v in row.items() if k != "time"})
+            state["history"].append({k: v for k, v in row.items() if k not in ("time", "eval")})
             state["last_eval_step"] = done
             value = m[spec.primary_metric]
             if _better(value, state["best_value"], spec.higher_is_better):
@@ -394,6 +450,7 @@ class Trainer:
             if not _finite_params(model):
                 log.warning("%s: weights at step %d are not finite; checkpoint not written", self.run_id, done)
                 return
+            carried = _gather_rows(self.carry.state, ctx)  # a collective: every rank takes part
             if not ctx.is_main:
                 return
             state["step"] = done
@@ -401,7 +458,8 @@ class Trainer:
             state["metrics_bytes"] = metrics.sync()
             save_checkpoint(self.run_dir, Checkpoint(step=done, model=model.state_dict(),
                                                      optimizer=optimizer.state_dict(), rng=capture_rng(),
-                                                     trainer=jsonable(state), schedule=schedule.state_dict()))
+                                                     trainer=jsonable(state), schedule=schedule.state_dict(),
+                                                     carried_state=carried))
 
         try:
             model.train()
@@ -417,6 +475,7 @@ class Trainer:
                 tokens += _tokens(batch)
                 batch = to_device(shard_batch(batch, ctx), ctx.device)
                 lr = schedule.apply(optimizer, done + 1)
+                self.carry.begin(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss = self.compute_loss(train_model, batch)
                 loss_value = all_reduce_sum(loss.detach().float().reshape(1).clone(), ctx) / ctx.world_size
@@ -431,6 +490,7 @@ class Trainer:
                     status = "stopped_nan"
                     message = f"gradient norm is {norm} at step {done + 1}; training stopped. " + _kept(state)
                     break
+                self.carry.commit()
                 done += 1
                 state["loss_sum"] += lv
                 state["loss_count"] += 1
@@ -471,9 +531,9 @@ class Trainer:
                     final = copy.deepcopy(model)
                     final.load_state_dict(best_state)
                 if _finite_params(final):
-                    test = evaluate(final, task, task.build(cfg.test_split, EVAL_SEED),
-                                    batch_size=cfg.eval_batch_size, device=ctx.device, bf16=cfg.bf16, ctx=ctx)
-                    write({"step": done, "split": "test", **test, "time": round(elapsed(), 3)})
+                    test, mode = evaluate_split(final, task, cfg.test_split, batch_size=cfg.eval_batch_size,
+                                                device=ctx.device, bf16=cfg.bf16, ctx=ctx)
+                    write({"step": done, "split": "test", **test, "eval": mode, "time": round(elapsed(), 3)})
         finally:
             if bar is not None:
                 bar.close()
@@ -516,6 +576,36 @@ class Trainer:
             "primary_value": result.valid.get(result.primary_metric), "valid": result.valid, "test": result.test,
             "config": cfg, "tags": self.tags, "wall_time": result.wall_time,
         })
+
+
+def _map_tensors(tree: Any, fn) -> Any:
+    if torch.is_tensor(tree):
+        return fn(tree)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map_tensors(t, fn) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _map_tensors(v, fn) for k, v in tree.items()}
+    return tree
+
+
+def _gather_rows(state: Any, ctx: DistContext) -> Any:
+    """The carried state of the global batch: every rank's rows (dimension 0) in rank order."""
+    if state is None or not ctx.enabled:
+        return state
+    return _map_tensors(state, lambda t: all_gather_batch(t, ctx))
+
+
+def _local_rows(state: Any, ctx: DistContext) -> Any:
+    """This rank's rows of a global-batch state read from a checkpoint, on the run's device."""
+    def take(t: Tensor) -> Tensor:
+        if ctx.enabled:
+            if t.dim() == 0 or t.shape[0] % ctx.world_size:
+                raise ValueError(f"carried state tensor of shape {tuple(t.shape)} in the checkpoint cannot be split "
+                                 f"over {ctx.world_size} ranks along its batch dimension")
+            per = t.shape[0] // ctx.world_size
+            t = t[ctx.rank * per:(ctx.rank + 1) * per]
+        return t.to(ctx.device)
+    return _map_tensors(state, take)
 
 
 def _kept(state: dict[str, Any]) -> str:

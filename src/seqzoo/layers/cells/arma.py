@@ -211,6 +211,22 @@ class ARMACell(RecurrentCell):
         bias = self.bias.detach().clone() if self.bias is not None else ref.new_zeros(u, k)
         return {"ar": ar, "ma": ma, "ar_cell": ar_cell, "ma_cell": ma_cell, "bias": bias}
 
+    def report_metrics(self) -> dict[str, float]:
+        """Classical coefficients as flat numbers (``coef_ar1``, ``coef_ma1`` ...; unit/series indices added
+        when there are several) so that runs record the fitted β, γ and intercept next to their metrics."""
+        c = self.coefficients()
+        out: dict[str, float] = {}
+        for name in ("ar", "ma"):
+            w = c[name]  # (lags, u, k, k)
+            for idx in torch.cartesian_prod(*[torch.arange(n) for n in w.shape]).reshape(-1, w.dim()).tolist():
+                lag, rest = idx[0], idx[1:]
+                tail = "" if w[0].numel() == 1 else "_" + "_".join(str(i) for i in rest)
+                out[f"coef_{name}{lag + 1}{tail}"] = float(w[tuple(idx)])
+        if self.bias is not None:
+            b = c["bias"].flatten().tolist()
+            out.update({"coef_c" if len(b) == 1 else f"coef_c_{i}": float(v) for i, v in enumerate(b)})
+        return out
+
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, p={self.p}, q={self.q}, units={self.units}, "
                 f"activation={self.activation!r}, return_lags={self.return_lags}")
