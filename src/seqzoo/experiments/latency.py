@@ -132,3 +132,76 @@ def format_latency(result: dict[str, Any]) -> str:
     lines.append(f"LSTM stepped / GCNN = {result['ratio_stepped']:.2f}x; fused nn.LSTM / GCNN = "
                  f"{result['ratio_fused']:.2f}x")
     return "\n".join(lines)
+
+
+def lstm_cell_like(lstm: nn.Module) -> nn.LSTMCell:
+    """An ``nn.LSTMCell`` holding the weights of the single one-layer ``nn.LSTM`` inside ``lstm``."""
+    rnns = [m for m in lstm.modules() if isinstance(m, nn.LSTM)]
+    if len(rnns) != 1 or rnns[0].num_layers != 1 or len(getattr(lstm, "layers", ())) != 1:
+        raise ValueError("model_scoring_latency: lstm must be a SequenceModel with one lstm_native layer "
+                         f"(one single-layer nn.LSTM inside), got {type(lstm).__name__} with {len(rnns)} nn.LSTM")
+    rnn = rnns[0]
+    cell = nn.LSTMCell(rnn.input_size, rnn.hidden_size).to(next(lstm.parameters()).dtype)
+    cell.load_state_dict({k[:-3]: v for k, v in rnn.state_dict().items()})
+    return cell
+
+
+def stepped_outputs(lstm: nn.Module, cell: nn.LSTMCell, tokens: Tensor, head_per_step: bool) -> Tensor:
+    """``lstm``'s outputs for ``tokens`` computed token by token with ``cell`` (equal to ``lstm(tokens)[0]``);
+    the output layer runs once over all hidden states, or at every step when ``head_per_step``."""
+    x = lstm.encode(tokens)
+    h = c = x.new_zeros(tokens.shape[0], cell.hidden_size)
+    outs = []
+    for x_t in x.unbind(1):
+        h, c = cell(x_t, (h, c))
+        outs.append(lstm.head(h) if head_per_step else h)
+    return torch.stack(outs, 1) if head_per_step else lstm.head(torch.stack(outs, 1))
+
+
+def model_scoring_latency(gcnn: nn.Module, lstm: nn.Module, *, length: int = 100, batch_size: int = 1,
+                          repeats: int = 11, warmup: int = 2, threads: int | None = None,
+                          seed: int = 0) -> dict[str, Any]:
+    """Scoring latency of two built token models: a convolutional LM and a one-layer ``lstm_native`` LM.
+
+    Both score the same ``batch_size x length`` random sentence with their own full output layer (linear or
+    adaptive; ``_score`` takes log-probabilities either way). Measured: the GCNN's one forward pass; the LSTM
+    stepped token by token with an ``nn.LSTMCell`` holding the same weights, its output layer applied once to
+    all hidden states after the loop (``lstm_stepped``: both models apply the output layer to the same
+    positions in one call) or at every step (``lstm_stepped_head_per_step``: online scoring); and the fused
+    ``nn.LSTM`` forward (``lstm_fused``). Returns seconds and tokens/s per variant and the ratios
+    ``ratio_stepped``, ``ratio_head_per_step``, ``ratio_fused`` (LSTM time / GCNN time; > 1 = GCNN faster).
+    """
+    cell = lstm_cell_like(lstm)
+    vocab = getattr(gcnn, "vocab_size", None)
+    if vocab is None or vocab != getattr(lstm, "vocab_size", None):
+        raise ValueError(f"model_scoring_latency: both models must read tokens of one vocabulary, got "
+                         f"{vocab} and {getattr(lstm, 'vocab_size', None)}")
+    for name, value in (("length", length), ("batch_size", batch_size), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "length" else 1):
+            raise ValueError(f"model_scoring_latency: {name} must be an integer >= {2 if name == 'length' else 1}, "
+                             f"got {value!r}")
+    gcnn, lstm = gcnn.eval(), lstm.eval()
+    tokens = torch.randint(0, vocab, (batch_size, length), generator=torch.Generator().manual_seed(seed))
+
+    runs = {"gcnn": lambda: _score(gcnn(tokens)[0], tokens),
+            "lstm_stepped": lambda: _score(stepped_outputs(lstm, cell, tokens, False), tokens),
+            "lstm_stepped_head_per_step": lambda: _score(stepped_outputs(lstm, cell, tokens, True), tokens),
+            "lstm_fused": lambda: _score(lstm(tokens)[0], tokens)}
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out: dict[str, Any] = {"settings": {"vocab_size": vocab, "length": length, "batch_size": batch_size,
+                                        "threads": torch.get_num_threads(), "repeats": repeats,
+                                        "gcnn_params": _n_params(gcnn), "lstm_params": _n_params(lstm)}}
+    try:
+        with torch.no_grad(), torch.nn.utils.parametrize.cached():
+            for name, fn in runs.items():
+                sec = _time(fn, repeats, warmup)
+                out[name] = {"seconds": sec, "tokens_per_s": batch_size * length / sec}
+    finally:
+        torch.set_num_threads(before)
+    g = out["gcnn"]["seconds"]
+    out["ratio_stepped"] = out["lstm_stepped"]["seconds"] / g
+    out["ratio_head_per_step"] = out["lstm_stepped_head_per_step"]["seconds"] / g
+    out["ratio_fused"] = out["lstm_fused"]["seconds"] / g
+    return out

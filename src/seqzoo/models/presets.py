@@ -60,6 +60,12 @@ register_model("gcnn", SequenceModel, layer="gcnn", d_model=256,
                            "(activation= glu | gtu | relu | tanh | linear | bilinear for the ablation)",
                paper="Dauphin et al. 2017", tags=("conv",),
                conformance={"layer_kwargs": {"n_blocks": 2, "kernel_size": 3}}, **_CONV_DEFAULTS)
+register_model("gcnn_adaptive", SequenceModel, layer="gcnn", d_model=256, head="adaptive",
+               layer_kwargs={"n_blocks": 8, "kernel_size": 4, "activation": "glu"},
+               description="the gcnn preset with an adaptive softmax head (as the paper's LMs; cutoffs= sets the "
+                           "clusters, default [V/5, V/2]); outputs are log-probabilities",
+               paper="Dauphin et al. 2017; adaptive softmax: Grave et al. 2017", tags=("conv",),
+               conformance={"layer_kwargs": {"n_blocks": 2, "kernel_size": 3}, "div_value": 2.0}, **_CONV_DEFAULTS)
 register_model("gcnn14", SequenceModel, layer="gcnn", d_model=32, layer_kwargs={"blocks": _GCNN14},
                description="GCNN-14 (WikiText-103 layout) at 1/8 width: 3x[6,128], [1,128], 4x[5,128], [1,128], "
                            "3x[4,128], [4,128], [4,256]",

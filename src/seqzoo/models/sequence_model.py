@@ -3,6 +3,8 @@
 The encoder is a token embedding (``vocab_size``) or a linear map of features (``d_input``); the
 decoder reads every step (``"step"``), the last real step (``"last"``) or the masked mean
 (``"mean"``). Inputs are batch-first; ``mask`` (B, L) is True at real positions (right padding).
+The output head is linear (logits) or, for large vocabularies, an adaptive softmax (``head="adaptive"``,
+normalised log-probabilities; see ``seqzoo.models.heads``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers import build_layer
+from seqzoo.models.heads import HEADS, AdaptiveHead
 
 DECODERS = ("step", "last", "mean")
 ModelState = tuple[tuple[Tensor, ...], ...]
@@ -35,6 +38,11 @@ class SequenceModel(nn.Module):
         final_norm: LayerNorm after the last layer.
         dropout: dropout on every layer's output (and the embedding).
         layer_kwargs: extra arguments of the layer (e.g. ``{"norm": "layer"}`` for a cell).
+        head: ``"linear"`` (logits) or ``"adaptive"`` (adaptive softmax; outputs are log-probabilities, so a
+            cross-entropy over them is exact).
+        cutoffs: adaptive head only: class-id boundaries of the head and tail clusters (ids sorted by frequency);
+            None = ``[d_output // 5, d_output // 2]``.
+        div_value: adaptive head only: tail cluster i projects to ``width / div_value ** (i + 1)`` dims.
     """
 
     input_names = ("inputs", "mask")
@@ -55,6 +63,9 @@ class SequenceModel(nn.Module):
         final_norm: bool = False,
         dropout: float = 0.0,
         layer_kwargs: dict[str, Any] | None = None,
+        head: str = "linear",
+        cutoffs: list[int] | None = None,
+        div_value: float = 4.0,
     ) -> None:
         super().__init__()
         if (d_input is None) == (vocab_size is None):
@@ -66,6 +77,10 @@ class SequenceModel(nn.Module):
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if encoder not in ("linear", "none"):
             raise ValueError(f"encoder must be 'linear' or 'none', got {encoder!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "linear" and cutoffs is not None:
+            raise ValueError(f"cutoffs={cutoffs!r} need head='adaptive' (got head='linear')")
         if norm not in (None, "layer"):
             raise ValueError(f"norm must be 'layer' or None, got {norm!r}")
         if n_layers < 1 or d_model < 1 or d_output < 1:
@@ -92,7 +107,9 @@ class SequenceModel(nn.Module):
         self.pre_norms = nn.ModuleList(norms)
         self.final_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(width, d_output)
+        self.head_kind = head
+        self.head: nn.Module = (AdaptiveHead(width, d_output, cutoffs, div_value) if head == "adaptive"
+                                else nn.Linear(width, d_output))
 
     # ----- protocol flags ---------------------------------------------------------------------
     @property
@@ -109,7 +126,7 @@ class SequenceModel(nn.Module):
         return self.drop.p == 0.0 and all(getattr(layer, "step_exact_in_train", True) for layer in self.layers)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> ModelState:
-        dtype = dtype or self.head.weight.dtype
+        dtype = dtype or next(self.head.parameters()).dtype
         return tuple(layer.init_state(batch_size, device=device, dtype=dtype) for layer in self.layers)
 
     # ----- computation ------------------------------------------------------------------------

@@ -1,0 +1,259 @@
+"""Card ``gcnn``: gated convolutional LM vs an LSTM of equal parameter count (spec §1, calibration §7).
+
+Dauphin, Fan, Auli & Grangier, "Language Modeling with Gated Convolutional Networks" (ICML 2017). Three claims:
+
+1. ``activation_order``: in the ablation GLU <= ReLU < GTU < tanh in validation perplexity at an equal number of
+   training steps (same block layout, same optimizer, same batches; ungated ReLU/tanh convs emit ``width``
+   channels, gated ones ``2 * width``, as in the paper).
+2. ``gcnn_matches_lstm_at_equal_time``: the GLU model's validation perplexity is within 10 % of an LSTM with the
+   same total parameter count (embedding + body + output layer; found by a search over the LSTM width) when both
+   get the same wall-clock training budget. The budget is enforced by the trainer's ``time_budget``: each run
+   stops at the first step boundary after ``time_budget`` seconds of its own training clock (the step cap is set
+   far out of reach and no evaluation runs inside the budget, so the clock counts only training steps); both runs
+   are then evaluated once on the whole validation split. The two runs are the first two jobs of the grid, so with
+   two workers they run side by side and share whatever load the machine has.
+3. ``scoring_latency``: scoring a 100-token sentence at batch 1 takes >= 5x less time with the GCNN than with
+   the LSTM stepped token by token. Fair comparison: the two trained architectures (fresh weights; timing does
+   not depend on them), one thread, both compute the full output layer for the same 100 positions in one call
+   (the stepped LSTM runs only its recurrence token by token: ``nn.LSTMCell`` with the fused LSTM's weights). The
+   stepped LSTM with its output layer inside the loop (online scoring) and the fused ``nn.LSTM`` are reported too.
+
+Output layer: PTB's 10k-word vocabulary uses the adaptive softmax (``head="adaptive"``, the paper's choice;
+default cutoffs [2000, 5000], div_value 4) for both models; character vocabularies use a linear head. The LSTM
+is ``lstm_native`` (fused ``nn.LSTM``, the fastest LSTM for the equal-time comparison). No carried state between
+training segments (the trainer does not carry TBPTT state yet) and no dropout for either model; evaluation
+windows give every scored token ``eval_context`` (= bptt = 35) earlier tokens, more than the GCNN's receptive
+field (25 tokens), so the GCNN's evaluation is exact and the LSTM's a truncated-history one.
+
+Sizes (small): GCNN 8 blocks x [4, 128], embedding 128 (2.73M parameters with the adaptive head) vs LSTM-187
+(2.73M; its embedding is 187 wide). The claims are judged on PTB word level; tiny-shakespeare char level is
+in the ``paper`` grid (and in ``tiny``, for plumbing only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.registry import register_experiment
+
+ACTIVATIONS = ("glu", "relu", "gtu", "tanh")
+ARCHS = (*ACTIVATIONS, "lstm")
+# vocabulary sizes of the lm task (checked against the data in tests/test_card_gcnn.py), used to size the LSTM
+VOCAB = {"ptb": 10000, "tiny-shakespeare": 65}
+DATASETS = tuple(VOCAB)
+ADAPTIVE_MIN_VOCAB = 1000  # vocabularies at least this large get the adaptive softmax
+PPL_TOLERANCE = 1.10  # claim 2: GCNN ppl <= 1.10 x LSTM ppl
+LATENCY_RATIO = 5.0  # claim 3: stepped LSTM time / GCNN time >= 5
+LATENCY_LENGTH, LATENCY_BATCH = 100, 1
+STEP_CAP = 1_000_000  # step cap of the time-budget runs (never reached; the time budget stops them)
+
+
+def head_args(vocab: int) -> dict[str, Any]:
+    """``{"head": "adaptive"}`` for a large vocabulary, nothing (a linear head) otherwise."""
+    return {"head": "adaptive"} if vocab >= ADAPTIVE_MIN_VOCAB else {}
+
+
+def gcnn_args(width: int, n_blocks: int, activation: str, vocab: int) -> dict[str, Any]:
+    return {"d_model": width, "layer_kwargs": {"n_blocks": n_blocks, "kernel_size": 4, "activation": activation},
+            **head_args(vocab)}
+
+
+def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
+    """Parameters of ``model`` on a token task of ``vocab`` classes (built on the meta device: no memory)."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    with torch.device("meta"):
+        m = create_model(model, **{**model_args, "vocab_size": vocab, "d_input": None, "d_output": vocab})
+    return sum(p.numel() for p in m.parameters())
+
+
+def lstm_hidden_for(target: int, vocab: int) -> int:
+    """The ``lstm_native`` width whose total parameter count is closest to ``target``."""
+    def n(h: int) -> int:
+        return count_params("lstm_native", {"d_model": h, **head_args(vocab)}, vocab)
+
+    lo = hi = 16 if head_args(vocab) else 1  # an adaptive head needs d / 4**2 >= 1 for its two tail clusters
+    if n(lo) >= target:
+        return lo
+    while n(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # n is increasing in h: n(lo) < target <= n(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if n(mid) < target else (lo, mid)
+    return lo if target - n(lo) <= n(hi) - target else hi
+
+
+def _entries(datasets: tuple[str, ...], width: int, n_blocks: int, steps: int, time_budget: float,
+             task_args: dict[str, Any] | None = None) -> list[Entry]:
+    """Per dataset: the equal-time pair (GLU, LSTM) first, then the four activations at equal steps."""
+    out = []
+    for ds in datasets:
+        vocab = VOCAB[ds]
+        targs = {"dataset": ds, **(task_args or {})}
+        glu = gcnn_args(width, n_blocks, "glu", vocab)
+        hidden = lstm_hidden_for(count_params("gcnn", glu, vocab), vocab)
+        timed = {"steps": STEP_CAP, "time_budget": time_budget, "eval_every": STEP_CAP}
+        out.append(Entry("gcnn", "lm", glu, targs, {"arch": "glu", "budget": "time", "data": ds}, timed))
+        out.append(Entry("lstm_native", "lm", {"d_model": hidden, **head_args(vocab)}, targs,
+                         {"arch": "lstm", "budget": "time", "data": ds}, timed))
+        for act in ACTIVATIONS:
+            out.append(Entry("gcnn", "lm", gcnn_args(width, n_blocks, act, vocab), targs,
+                             {"arch": act, "budget": "steps", "data": ds}, {"steps": steps, "eval_every": steps}))
+    return out
+
+
+def _primary(results: Results) -> str:
+    """The dataset the claims are judged on: PTB when present (tiny scale: tiny-shakespeare)."""
+    for ds in DATASETS:
+        if results.label_values("arch", data=ds):
+            return ds
+    return DATASETS[0]
+
+
+def _ppl(results: Results, arch: str, budget: str, data: str) -> float:
+    return results.mean("perplexity", "valid", arch=arch, budget=budget, data=data)
+
+
+def _check_order(results: Results) -> ClaimResult:
+    ds = _primary(results)
+    p = {a: _ppl(results, a, "steps", ds) for a in ACTIVATIONS}
+    held = p["glu"] <= p["relu"] < p["gtu"] < p["tanh"]
+    numbers: dict[str, Any] = {"data": ds, **{f"ppl_{a}": round(v, 2) for a, v in p.items()}}
+    for other in DATASETS:  # the other dataset's ordering, reported but not judged
+        if other != ds and all(results.has(arch=a, budget="steps", data=other) for a in ACTIVATIONS):
+            numbers.update({f"{other}_ppl_{a}": round(_ppl(results, a, "steps", other), 3) for a in ACTIVATIONS})
+    order = " < ".join(sorted(p, key=p.get))
+    return ClaimResult(held, numbers, f"{ds} validation perplexity at equal steps: {order} (best first); held if "
+                                      "GLU <= ReLU < GTU < tanh")
+
+
+def _check_equal_time(results: Results) -> ClaimResult:
+    ds = _primary(results)
+    g, lstm = _ppl(results, "glu", "time", ds), _ppl(results, "lstm", "time", ds)
+    ratio = g / lstm
+    budget = results.find(arch="glu", budget="time", data=ds).entry.train.get("time_budget")
+    held = ratio <= PPL_TOLERANCE
+    return ClaimResult(held, {"data": ds, "time_budget_s": budget, "ppl_gcnn": round(g, 2),
+                              "ppl_lstm": round(lstm, 2), "ratio": round(ratio, 4)},
+                       f"{ds} validation perplexity after {budget:g} s of training each: GCNN {g:.2f} vs LSTM "
+                       f"{lstm:.2f} (ratio {ratio:.3f}; held if <= {PPL_TOLERANCE})")
+
+
+def measure_latency(results: Results, data: str) -> dict[str, Any]:
+    """``model_scoring_latency`` of the card's equal-time pair (fresh weights, one thread)."""
+    from seqzoo.experiments.latency import model_scoring_latency
+    from seqzoo.models import create_model
+    from seqzoo.tasks import create_task
+    from seqzoo.training.trainer import fill_model_args
+
+    models = []
+    for arch in ("glu", "lstm"):
+        hit = results.find(arch=arch, budget="time", data=data)
+        if hit is None:
+            from seqzoo.experiments.card import MissingResult
+
+            raise MissingResult(f"no {arch} entry with budget=time on {data}")
+        e = hit.entry
+        task = create_task(e.task, **e.task_args)
+        models.append(create_model(e.model, **fill_model_args(e.model, e.model_args, task)))
+    return model_scoring_latency(*models, length=LATENCY_LENGTH, batch_size=LATENCY_BATCH, threads=1)
+
+
+def _check_latency(results: Results) -> ClaimResult:
+    ds = _primary(results)
+    m = measure_latency(results, ds)
+    ms = {k: round(1000 * m[k]["seconds"], 2) for k in ("gcnn", "lstm_stepped", "lstm_stepped_head_per_step",
+                                                         "lstm_fused")}
+    held = m["ratio_stepped"] >= LATENCY_RATIO
+    numbers = {"data": ds, **{f"ms_{k}": v for k, v in ms.items()},
+               "ratio_stepped": round(m["ratio_stepped"], 2), "ratio_head_per_step": round(m["ratio_head_per_step"], 2),
+               "ratio_fused": round(m["ratio_fused"], 2), "gcnn_params": m["settings"]["gcnn_params"],
+               "lstm_params": m["settings"]["lstm_params"]}
+    return ClaimResult(held, numbers,
+                       f"{LATENCY_BATCH} x {LATENCY_LENGTH} tokens, 1 thread, full output layer: GCNN {ms['gcnn']} ms, "
+                       f"LSTM stepped {ms['lstm_stepped']} ms ({m['ratio_stepped']:.2f}x; held if >= "
+                       f"{LATENCY_RATIO:g}x), stepped with the output layer at every step "
+                       f"{ms['lstm_stepped_head_per_step']} ms ({m['ratio_head_per_step']:.2f}x), fused nn.LSTM "
+                       f"{ms['lstm_fused']} ms ({m['ratio_fused']:.2f}x)")
+
+
+def _draw(results: Results, path: Path) -> None:
+    from seqzoo.experiments.plots import _pyplot, _save
+
+    plt = _pyplot()
+    ds = _primary(results)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2), gridspec_kw={"width_ratios": [4, 2]})
+    panels = ((axes[0], ACTIVATIONS, "steps", "equal steps: activation"),
+              (axes[1], ("glu", "lstm"), "time", "equal wall-clock"))
+    for ax, archs, budget, title in panels:
+        names, vals = [], []
+        for a in archs:
+            if results.has(arch=a, budget=budget, data=ds):
+                names.append("GCNN-GLU" if budget == "time" and a == "glu" else a.upper())
+                vals.append(_ppl(results, a, budget, ds))
+        bars = ax.bar(names, vals, color=["#4c72b0", "#55a868", "#dd8452", "#c44e52"][:len(vals)]
+                      if budget == "steps" else ["#4c72b0", "#999999"][:len(vals)])
+        for b, v in zip(bars, vals):
+            ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        if vals:
+            ax.set_ylim(0, max(vals) * 1.15)
+    axes[0].set_ylabel(f"{ds} validation perplexity")
+    fig.tight_layout()
+    _save(fig, plt, path)
+
+
+def _cap(entry: Entry, steps: int) -> Entry:
+    """A tiny-scale entry: time-budget runs also stop after ``steps`` steps (tests must stay fast)."""
+    if entry.labels["budget"] != "time":
+        return entry
+    return Entry(entry.model, entry.task, entry.model_args, entry.task_args, entry.labels,
+                 {**entry.train, "steps": steps, "eval_every": steps})
+
+
+_QUIET = {"progress": False, "tensorboard": False}
+_TRAIN = {"batch_size": 32, "optimizer": "adam", "lr": 1e-3, "clip_norm": 1.0, "eval_batch_size": 128,
+          "test_split": None, **_QUIET}
+
+CARD = register_experiment(ExperimentCard(
+    name="gcnn",
+    title="Gated convolutional LM: activations, GCNN vs LSTM at equal time, scoring latency",
+    paper="Dauphin, Fan, Auli & Grangier, Language Modeling with Gated Convolutional Networks (ICML 2017)",
+    description="GCNN (8 residual blocks, k=4, weight norm) with GLU / ReLU / GTU / tanh at equal steps, GLU vs an "
+                "LSTM of equal parameter count at an equal wall-clock budget (trainer time_budget), and the time "
+                "to score one 100-token sentence (batch 1) with each. PTB word level with an adaptive softmax; "
+                "validation perplexity.",
+    grid=lambda: _entries(DATASETS, 256, 8, 20000, 3600.0),
+    metric="perplexity",
+    split="valid",
+    scales={
+        "tiny": Scale(train={**_TRAIN, "batch_size": 8}, workers=1,
+                      grid=lambda: [_cap(e, 30) for e in _entries(("tiny-shakespeare",), 16, 2, 4, 0.5,
+                                                                  {"bptt": 16})],
+                      note="plumbing only: tiny-shakespeare chars, GCNN 2 x [4, 16], 4 steps / 0.5 s"),
+        "small": Scale(train=_TRAIN, seeds=(0,), workers=2, grid=lambda: _entries(("ptb",), 128, 8, 600, 240.0),
+                       note="PTB word level (10k vocabulary, adaptive softmax), batch 32 x 35 tokens, Adam 1e-3, "
+                            "clip 1; GCNN 8 x [4, 128] (2.73M parameters) vs LSTM-187 (2.73M); 600 steps per "
+                            "activation (0.72 epochs); 240 s of training each for the equal-time pair; one seed."),
+        "paper": Scale(train={**_TRAIN, "test_split": "test"}, seeds=(0, 1, 2), workers=2, grid=None,
+                       note="PTB word level and tiny-shakespeare char level, GCNN 8 x [4, 256], 20,000 steps, one "
+                            "hour per equal-time run, 3 seeds (the paper's WikiText-103 / Google Billion Word are "
+                            "not available offline). Defined, not run."),
+    },
+    claims=[
+        Claim("activation_order", "GLU <= ReLU < GTU < tanh in validation perplexity at equal steps.", _check_order),
+        Claim("gcnn_matches_lstm_at_equal_time", f"At an equal wall-clock training budget the GCNN's validation "
+              f"perplexity is within {PPL_TOLERANCE - 1:.0%} of an equal-parameter LSTM's.", _check_equal_time),
+        Claim("scoring_latency", f"Scoring a {LATENCY_LENGTH}-token sentence at batch {LATENCY_BATCH} takes >= "
+              f"{LATENCY_RATIO:g}x less time with the GCNN than with the LSTM stepped token by token (ratio vs the "
+              "fused nn.LSTM reported too).", _check_latency),
+    ],
+    plots=[Plot("perplexity", _draw, "Validation perplexity: activations at equal steps (left), GCNN-GLU vs the "
+                "equal-parameter LSTM at equal wall-clock (right).")],
+))
+
