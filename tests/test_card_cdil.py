@@ -1,0 +1,110 @@
+"""Card ``cdil``: matched parameter counts, claim predicates on fabricated results, a tiny reproduce."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from seqzoo.experiments.card import Results
+from seqzoo.experiments.cards import cdil
+from seqzoo.experiments.registry import get_experiment
+from seqzoo.models import create_model
+
+REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _fsdd() -> Path | None:
+    for cand in (os.environ.get("SEQZOO_DATA"), REPO_DATA):
+        if cand and (Path(cand) / "free-spoken-digit" / "recordings.tar.gz").is_file():
+            return Path(cand)
+    return None
+
+
+FSDD = _fsdd()
+
+
+@pytest.mark.parametrize(("task", "seq_len"), [("xor", 16), ("xor", 64), ("xor", 2048), ("series", 20),
+                                               ("series", 1000), ("series", 8000)])
+def test_param_counts_match_the_built_models_and_are_comparable(task: str, seq_len: int) -> None:
+    d_in, n_classes = (2, 2) if task == "xor" else (1, 10)
+    configs = cdil.model_configs(task, seq_len)
+    assert set(configs) == set(cdil.ARCHS)
+    for arch, (preset, args, count) in configs.items():
+        model = create_model(preset, d_input=d_in, d_output=n_classes, **args)
+        assert sum(p.numel() for p in model.parameters()) == count, arch
+    counts = [c for _, _, c in configs.values()]
+    assert max(counts) / min(counts) < 1.25, f"parameter counts not comparable: {counts}"
+
+
+def test_depths_cover_the_sequence() -> None:
+    assert cdil.cdil_levels(64, "xor") == 5  # log2(L) - 1, span 2**6 - 1 = L - 1 (the paper's synthetic setting)
+    assert cdil.cdil_levels(1000, "series") == 10
+    assert cdil.tcn_levels(64) == 5 and 1 + 4 * (2 ** 5 - 1) >= 64 > 1 + 4 * (2 ** 4 - 1)
+    assert cdil.tcn_levels(1000) == 8
+    with pytest.raises(ValueError, match="arch must be one of"):
+        cdil.param_count("gru", 8, 1, 1, 2)
+    with pytest.raises(ValueError, match="seq_len must be >= 4"):
+        cdil.cdil_levels(2, "xor")
+
+
+def test_small_grid_is_the_four_models_on_both_tasks() -> None:
+    card = get_experiment("cdil")
+    small = card.entries("small")
+    assert sorted((e.labels["task"], e.labels["arch"]) for e in small) == sorted(
+        (t, a) for t in ("xor", "digits") for a in cdil.ARCHS)
+    assert len(card.scale("small").seeds) >= 2
+    xor = [e for e in small if e.labels["task"] == "xor"]
+    assert {e.labels["L"] for e in xor} == {64} and {e.train["steps"] for e in xor} == {cdil.SMALL_XOR_STEPS}
+    assert {e.task_args["downsample"] for e in small if e.labels["task"] == "digits"} == {4}
+    paper_tasks = {e.labels["task"] for e in card.entries("paper")}
+    assert {"xor", "digits", "ACSF1", "PigCVP"} <= paper_tasks
+
+
+def _rows(xor: dict[str, list[float]], digits: dict[str, list[float]]) -> Results:
+    rows = [{"arch": a, "task": "xor", "L": 64, "accuracy": v} for a, v in xor.items()]
+    rows += [{"arch": a, "task": "digits", "L": 1000, "accuracy": v} for a, v in digits.items()]
+    return Results.from_records(rows, "accuracy")
+
+
+def test_claims_on_fabricated_results() -> None:
+    card = get_experiment("cdil")
+    good = _rows({"cdil": [0.97, 0.99], "dil": [0.95, 0.5], "tcn": [0.5, 0.51], "lstm": [0.5, 0.5]},
+                 {"cdil": [0.8, 0.82], "dil": [0.7, 0.75], "tcn": [0.6, 0.62], "lstm": [0.3, 0.2]})
+    verdicts = {c.name: r.held for c, r in card.evaluate(good)}
+    assert verdicts == {"cdil_solves_xor": True, "cdil_best_on_real_series": True}
+
+    # one seed on the plateau pulls the mean under 96%; DIL above CDIL on digits
+    bad = _rows({"cdil": [0.99, 0.5], "dil": [0.5, 0.5], "tcn": [0.5, 0.5], "lstm": [0.5, 0.5]},
+                {"cdil": [0.8, 0.8], "dil": [0.85, 0.83], "tcn": [0.6, 0.6], "lstm": [0.3, 0.3]})
+    out = {c.name: r for c, r in card.evaluate(bad)}
+    assert out["cdil_solves_xor"].held is False and out["cdil_solves_xor"].numbers["cdil"] == 0.745
+    assert out["cdil_best_on_real_series"].held is False
+    assert "best other dil" in out["cdil_best_on_real_series"].detail
+
+    # a missing cell makes a claim undecided, not false
+    partial = _rows({"cdil": [0.97]}, {"cdil": [0.8], "dil": [0.7]})
+    out = {c.name: r for c, r in card.evaluate(Results(partial.entries[:1], "accuracy"))}
+    assert out["cdil_solves_xor"].held is True
+    assert out["cdil_best_on_real_series"].held is None
+
+
+def test_plot_draws_a_partial_grid(tmp_path: Path) -> None:
+    card = get_experiment("cdil")
+    res = _rows({"cdil": [0.97, 0.99], "tcn": [0.5, 0.51]}, {"cdil": [0.8], "lstm": [0.3]})
+    card.plots[0].draw(res, tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(FSDD is None, reason="free-spoken-digit/recordings.tar.gz is not present: set SEQZOO_DATA to "
+                                         "the shared data folder")
+def test_tiny_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqzoo.experiments.runner import reproduce
+
+    monkeypatch.setenv("SEQZOO_DATA", str(FSDD))
+    report = reproduce("cdil", scale="tiny", out=tmp_path / "runs", progress=False, echo=None)
+    assert not report.failures and report.runs_total == 8
+    assert set(report.verdicts) == {"cdil_solves_xor", "cdil_best_on_real_series"}
+    assert all(v in ("HELD", "NOT HELD") for v in report.verdicts.values())
+    assert (tmp_path / "runs" / "cdil" / "tiny" / "accuracy.png").is_file()
