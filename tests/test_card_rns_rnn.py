@@ -1,0 +1,73 @@
+"""Card ``rns-rnn``: claim predicates on fabricated results, the grid, and a tiny reproduce."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqzoo.experiments.card import Results
+from seqzoo.experiments.cards import rns_rnn
+from seqzoo.experiments.registry import get_experiment
+
+METRIC = "ce_minus_bound"
+
+
+def _results(gaps: dict[str, dict[str, float | list[float]]]) -> Results:
+    rows = [{"arch": m, "task": t, METRIC: v} for t, per in gaps.items() for m, v in per.items()]
+    return Results.from_records(rows, METRIC)
+
+
+def _uniform(rns: float, others: float) -> dict[str, dict[str, float]]:
+    return {t: {m: (rns if m == "rns_rnn" else others) for m in rns_rnn.MODELS} for t in rns_rnn.TASKS}
+
+
+def _claim(name: str):
+    return next(c for c in get_experiment("rns-rnn").claims if c.name == name)
+
+
+def test_registered_and_grid_shape() -> None:
+    card = get_experiment("rns-rnn")
+    small = card.entries("small")
+    assert len(small) == len(rns_rnn.TASKS) * len(rns_rnn.MODELS)
+    ns = [e for e in small if e.labels["arch"] in ("ns_rnn", "rns_rnn")]
+    for e in ns:
+        q = e.model_args["layer_kwargs"]["n_states"]
+        assert q == (3 if e.task in ("cfl-padded-reversal", "cfl-hardest") else 2)
+    assert all(e.task_args["max_length"] == 24 for e in small)
+    assert card.scale("small").seeds == (0, 1)
+
+
+def test_near_bound_held_and_not_held() -> None:
+    claim = _claim("rns_near_bound")
+    assert claim.evaluate(_results(_uniform(0.05, 0.3))).held is True
+    gaps = _uniform(0.05, 0.3)
+    gaps["cfl-dyck"]["rns_rnn"] = [0.08, 0.14]  # mean 0.11 > 0.1
+    out = claim.evaluate(_results(gaps))
+    assert out.held is False and out.numbers["cfl-dyck"] == pytest.approx(0.11)
+
+
+def test_lowest_counts_wins() -> None:
+    claim = _claim("rns_lowest")
+    assert claim.evaluate(_results(_uniform(0.05, 0.3))).held is True
+    gaps = _uniform(0.05, 0.3)
+    gaps["cfl-hardest"]["ns_rnn"] = 0.01  # one loss: 4 of 5 still holds
+    out = claim.evaluate(_results(gaps))
+    assert out.held is True and out.numbers["wins"] == 4
+    gaps["cfl-dyck"]["lstm"] = 0.0  # two losses
+    out = claim.evaluate(_results(gaps))
+    assert out.held is False and out.numbers["wins"] == 3
+
+
+def test_missing_results_are_undecided() -> None:
+    assert _claim("rns_near_bound").evaluate(_results({"cfl-dyck": {"lstm": 0.2}})).held is None
+    partial = {t: {"rns_rnn": 0.0, "lstm": 0.1} for t in rns_rnn.TASKS[:2]}
+    assert _claim("rns_lowest").evaluate(_results(partial)).held is None
+
+
+def test_tiny_reproduce(tmp_path) -> None:
+    from seqzoo.experiments.runner import reproduce
+
+    report = reproduce("rns-rnn", scale="tiny", out=tmp_path, workers=1, progress=False, echo=None)
+    assert not report.failures and report.runs_total == 10
+    verdicts = {c.name: r for c, r in report.claims}
+    assert verdicts["rns_near_bound"].held is not None  # both tasks trained: the claim is decided
+    assert verdicts["rns_lowest"].held is None  # the tiny grid has 2 of the 5 tasks
