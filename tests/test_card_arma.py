@@ -1,0 +1,76 @@
+"""Card ``arma``: claim predicates on fabricated results, the coefficient metrics, and a tiny reproduce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
+from seqzoo.experiments.cards import arma
+from seqzoo.experiments.registry import get_experiment
+from seqzoo.layers.cells.arma import ARMACell
+
+ARIMA = np.array([0.12, 0.28, -0.41, -0.19])
+
+
+def _entry(labels: dict[str, Any], metrics: dict[str, list[float]]) -> EntryResult:
+    e = Entry(model=labels["arch"], task="t", labels=labels)
+    return EntryResult(e, {"test": {m: Stat.of(v) for m, v in metrics.items()}})
+
+
+def _results(cell: np.ndarray, arma21: float, real_arma: float) -> Results:
+    rec = {c: [float(v), float(v) + 0.01] for c, v in zip(arma.COEFS, cell)}
+    rows = [_entry({"exp": "recovery", "arch": "arma"}, {**rec, "rmse": [2.0, 2.0]})]
+    for a, v in (("arma", arma21), ("lstm", 2.08), ("gru", 2.06)):
+        rows.append(_entry({"exp": "arma21", "arch": a}, {"rmse": [v], "mae": [1.6]}))
+    for s in arma.SERIES:
+        for a, v in (("arma", real_arma), ("lstm", 30.0), ("gru", 32.0)):
+            rows.append(_entry({"exp": "real", "series": s, "arch": a}, {"rmse": [v], "mae": [v * 0.8]}))
+    return Results(rows, "rmse")
+
+
+@pytest.fixture
+def fake_refs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arma, "statsmodels_reference", lambda task_args: ARIMA)
+    monkeypatch.setattr(arma, "real_baselines", lambda s: {"naive": {"rmse": 31.0, "mae": 25.0, "mse": 961.0}})
+
+
+def test_claims_hold_on_good_fabricated_results(fake_refs: None) -> None:
+    card = get_experiment("arma")
+    verdicts = {c.name: r.held for c, r in card.evaluate(_results(ARIMA + 0.02, 2.03, 31.0))}
+    assert verdicts == dict.fromkeys([c.name for c in card.claims], True)
+
+
+def test_claims_fail_on_bad_fabricated_results(fake_refs: None) -> None:
+    card = get_experiment("arma")
+    verdicts = {c.name: r.held for c, r in card.evaluate(_results(ARIMA + 0.045, 2.15, 34.0))}
+    # 0.045 + 0.01 on the second seed exceeds 0.05: every seed must be within tolerance
+    assert verdicts == dict.fromkeys([c.name for c in card.claims], False)
+
+
+def test_missing_results_are_undecided(fake_refs: None) -> None:
+    card = get_experiment("arma")
+    verdicts = {c.name: r.held for c, r in card.evaluate(Results([], "rmse"))}
+    assert set(verdicts.values()) == {None}
+
+
+def test_cell_reports_classical_coefficients() -> None:
+    cell = ARMACell(1, 1, p=2, q=2, bias=False)
+    coef = cell.coefficients()
+    got = cell.report_metrics()
+    assert list(got) == list(arma.COEFS)
+    assert got["coef_ma2"] == pytest.approx(float(coef["ma"][1].flatten()[0]))
+    assert got["coef_ar1"] == pytest.approx(float(coef["ar"][0].flatten()[0]))
+
+
+def test_tiny_reproduce_records_coefficients(tmp_path: Path) -> None:
+    from seqzoo.experiments.runner import reproduce
+
+    pytest.importorskip("statsmodels", reason="the real series and the ARIMA reference need statsmodels")
+    report = reproduce("arma", "tiny", out=tmp_path, workers=1, progress=False, echo=None)
+    rec = report.results.find(exp="recovery")
+    assert rec is not None and set(arma.COEFS) <= set(rec.metrics["test"])
+    assert (report.out_dir / "summary.md").is_file()
