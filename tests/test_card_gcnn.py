@@ -1,0 +1,124 @@
+"""Card ``gcnn``: grid and parameter matching, claim predicates on fabricated results, the stepped LSTM scorer,
+and a tiny reproduce (tiny-shakespeare, skipped when the shared data is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
+from seqzoo.experiments.cards import gcnn
+from seqzoo.experiments.latency import lstm_cell_like, stepped_outputs
+from seqzoo.experiments.registry import get_experiment
+from seqzoo.models import create_model
+
+REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared_data() -> Path | None:
+    for cand in (os.environ.get("SEQZOO_DATA"), REPO_DATA):
+        if cand and (Path(cand) / "tiny-shakespeare").is_dir() and (Path(cand) / "penn-treebank").is_dir():
+            return Path(cand)
+    return None
+
+
+DATA = _shared_data()
+needs_data = pytest.mark.skipif(DATA is None, reason="penn-treebank/ and tiny-shakespeare/ are not present: set "
+                                                     "SEQZOO_DATA to the shared data folder")
+
+
+def _claim(name: str):
+    return next(c for c in get_experiment("gcnn").claims if c.name == name)
+
+
+def _results(ppl: dict[tuple[str, str], float], data: str = "ptb", budget_s: float = 240.0) -> Results:
+    """Validation perplexities per ``(arch, budget)`` as the runner would aggregate them."""
+    out = []
+    for (arch, budget), value in ppl.items():
+        train = {"time_budget": budget_s} if budget == "time" else {"steps": 600}
+        entry = Entry("gcnn" if arch != "lstm" else "lstm_native", "lm",
+                      labels={"arch": arch, "budget": budget, "data": data}, train=train)
+        out.append(EntryResult(entry, {"valid": {"perplexity": Stat.of([value])}}, seeds=[0]))
+    return Results(out, "perplexity", "valid")
+
+
+def test_registered_and_small_grid() -> None:
+    card = get_experiment("gcnn")
+    small = card.entries("small")
+    assert len(small) == 6  # the equal-time pair, then the four activations
+    assert [(e.labels["arch"], e.labels["budget"]) for e in small[:2]] == [("glu", "time"), ("lstm", "time")]
+    assert {e.labels["arch"] for e in small[2:]} == set(gcnn.ACTIVATIONS)
+    assert all(e.task_args["dataset"] == "ptb" and e.model_args.get("head") == "adaptive" for e in small)
+    assert all(e.train["time_budget"] == 240.0 for e in small[:2])
+    assert len({e.train["steps"] for e in small[2:]}) == 1  # equal steps for the ablation
+
+
+def test_lstm_matches_gcnn_parameter_count() -> None:
+    small = get_experiment("gcnn").entries("small")
+    n_gcnn = gcnn.count_params("gcnn", small[0].model_args, gcnn.VOCAB["ptb"])
+    n_lstm = gcnn.count_params("lstm_native", small[1].model_args, gcnn.VOCAB["ptb"])
+    assert abs(n_lstm - n_gcnn) / n_gcnn < 0.01
+    h = small[1].model_args["d_model"]  # the closest width: one unit more or less is no closer
+    for other in (h - 1, h + 1):
+        n = gcnn.count_params("lstm_native", {"d_model": other, "head": "adaptive"}, gcnn.VOCAB["ptb"])
+        assert abs(n - n_gcnn) >= abs(n_lstm - n_gcnn)
+
+
+def test_activation_order() -> None:
+    claim = _claim("activation_order")
+    good = {("glu", "steps"): 150.0, ("relu", "steps"): 150.0, ("gtu", "steps"): 160.0, ("tanh", "steps"): 170.0}
+    out = claim.evaluate(_results(good))
+    assert out.held is True and out.numbers["ppl_glu"] == 150.0
+    bad = {**good, ("glu", "steps"): 155.0}  # GLU worse than ReLU
+    assert claim.evaluate(_results(bad)).held is False
+    ties = {**good, ("gtu", "steps"): 150.0}  # ReLU < GTU is strict
+    assert claim.evaluate(_results(ties)).held is False
+    assert claim.evaluate(_results({("glu", "steps"): 1.0})).held is None  # missing activations: undecided
+
+
+def test_equal_time() -> None:
+    claim = _claim("gcnn_matches_lstm_at_equal_time")
+    out = claim.evaluate(_results({("glu", "time"): 109.0, ("lstm", "time"): 100.0}))
+    assert out.held is True and out.numbers["ratio"] == pytest.approx(1.09) and out.numbers["time_budget_s"] == 240
+    out = claim.evaluate(_results({("glu", "time"): 111.0, ("lstm", "time"): 100.0}))
+    assert out.held is False
+    assert claim.evaluate(_results({("glu", "time"): 100.0})).held is None
+
+
+@pytest.mark.parametrize("head", ["linear", "adaptive"])
+@pytest.mark.parametrize("head_per_step", [False, True])
+def test_stepped_scorer_equals_fused_lstm(head: str, head_per_step: bool) -> None:
+    torch.manual_seed(0)
+    vocab = 40
+    extra = {"head": "adaptive", "cutoffs": [10, 20]} if head == "adaptive" else {}
+    lstm = create_model("lstm_native", vocab_size=vocab, d_input=None, d_output=vocab, d_model=32, **extra).eval()
+    tokens = torch.randint(0, vocab, (2, 9))
+    with torch.no_grad():
+        want = lstm(tokens)[0]
+        got = stepped_outputs(lstm, lstm_cell_like(lstm), tokens, head_per_step)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_data
+def test_vocab_sizes_match_the_data(monkeypatch) -> None:
+    from seqzoo.tasks import create_task
+
+    monkeypatch.setenv("SEQZOO_DATA", str(DATA))
+    for ds, n in gcnn.VOCAB.items():
+        assert create_task("lm", dataset=ds).spec.vocab_size == n
+
+
+@needs_data
+def test_tiny_reproduce(tmp_path, monkeypatch) -> None:
+    from seqzoo.experiments.runner import reproduce
+
+    monkeypatch.setenv("SEQZOO_DATA", str(DATA))
+    report = reproduce("gcnn", scale="tiny", out=tmp_path, workers=1, progress=False, echo=None)
+    assert not report.failures and report.runs_total == 6
+    verdicts = {c.name: r for c, r in report.claims}
+    assert all(r.held is not None for r in verdicts.values())  # every claim is decided on the tiny grid
+    lat = verdicts["scoring_latency"].numbers
+    assert lat["ms_gcnn"] > 0 and lat["ratio_fused"] > 0
