@@ -272,3 +272,62 @@ def test_conv_arma_return_lags_and_factory() -> None:
         layer(torch.randn(2, 5, 3, 3, 3))
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         ConvARMA(1, 1, height=3, width=3, kernel_size=2)
+
+
+def _classical_forecasts(c: dict, x: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """One-step ARMA forecasts ``z_t = c + Σ β_i x_{t+1-i} + Σ γ_j (x_{t+1-j} - z_{t-j})`` written out plainly;
+    inputs before the series are absent and forecasts before it are ``z0`` (the model's output for a zero cell
+    state)."""
+    ar, ma, icpt = c["ar"][:, 0], c["ma"][:, 0], c["bias"][0]
+    p, q = ar.shape[0], ma.shape[0]
+    zs: list[torch.Tensor] = []
+    for t in range(x.shape[0]):
+        z = icpt.clone()
+        for i in range(1, p + 1):
+            if t + 1 - i >= 0:
+                z = z + ar[i - 1] @ x[t + 1 - i]
+        for j in range(1, q + 1):  # inputs before the series are absent, forecasts before it are z0
+            prev = zs[t - j] if t - j >= 0 else z0
+            z = z - ma[j - 1] @ prev
+            if t + 1 - j >= 0:
+                z = z + ma[j - 1] @ x[t + 1 - j]
+        zs.append(z)
+    return torch.stack(zs)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_head_folded_coefficients_are_the_models_predictor(k: int) -> None:
+    from seqzoo.models import create_model
+
+    torch.manual_seed(3)
+    lin = {"p": 2, "q": 2, "activation": "identity", "init_scale": 0.3}
+    model = create_model("arma", d_input=k, d_output=k, d_model=k, layer_kwargs=lin).double()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.eye(k, dtype=torch.float64) * 1.7 + 0.2 * torch.randn(k, k))
+        model.head.bias.normal_()
+        model.layers[0].cell.bias.normal_()
+    cell = model.layers[0].cell
+    folded = cell.folded_coefficients(model.head.weight, model.head.bias)
+    x = torch.randn(12, k, dtype=torch.float64)
+    want = model(x.unsqueeze(0))[0][0]
+    got = _classical_forecasts(folded, x, model.head.bias.detach())
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    metrics = model.report_metrics()
+    if k == 1:
+        assert metrics["model_coef_ar1"] == pytest.approx(float(folded["ar"][0].squeeze()))
+        assert set(metrics) == {"model_coef_ar1", "model_coef_ar2", "model_coef_ma1", "model_coef_ma2",
+                                "model_coef_c"}
+
+
+def test_head_fold_undefined_cases() -> None:
+    from seqzoo.models import create_model
+    from seqzoo.training.evaluation import module_metrics
+
+    relu = create_model("arma_relu", d_input=1, d_output=1)
+    assert relu.report_metrics() == {}
+    explicit = create_model("arma", d_input=1, d_output=1, layer_kwargs={"p": 1, "q": 2})  # q > p
+    assert explicit.report_metrics() == {}
+    assert create_model("lstm", d_input=1, d_output=1, d_model=4).report_metrics() == {}
+    lin = create_model("arma", d_input=1, d_output=1, layer_kwargs={"p": 2, "q": 2, "bias": False})
+    m = module_metrics(lin)
+    assert {"coef_ar1", "model_coef_ar1", "model_coef_c"} <= set(m) and "coef_c" not in m

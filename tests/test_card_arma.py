@@ -61,7 +61,7 @@ def test_cell_reports_classical_coefficients() -> None:
     cell = ARMACell(1, 1, p=2, q=2, bias=False)
     coef = cell.coefficients()
     got = cell.report_metrics()
-    assert list(got) == list(arma.COEFS)
+    assert list(got) == list(arma.CELL_COEFS)
     assert got["coef_ma2"] == pytest.approx(float(coef["ma"][1].flatten()[0]))
     assert got["coef_ar1"] == pytest.approx(float(coef["ar"][0].flatten()[0]))
 
@@ -72,5 +72,7 @@ def test_tiny_reproduce_records_coefficients(tmp_path: Path) -> None:
     pytest.importorskip("statsmodels", reason="the real series and the ARIMA reference need statsmodels")
     report = reproduce("arma", "tiny", out=tmp_path, workers=1, progress=False, echo=None)
     rec = report.results.find(exp="recovery")
-    assert rec is not None and set(arma.COEFS) <= set(rec.metrics["test"])
+    assert rec is not None and set(arma.COEFS) | set(arma.CELL_COEFS) <= set(rec.metrics["test"])
+    verdict = next(r for c, r in report.claims if c.name == "recovery_within_0.05_of_arima")
+    assert "cell_only_ar1" in verdict.numbers and "model_ar1" in verdict.numbers
     assert (report.out_dir / "summary.md").is_file()

@@ -1,4 +1,4 @@
-"""``SequenceModel``: encoder -> N sequence layers (residual, norm, dropout options) -> decoder.
+"""``SequenceModel``: encoder -> N sequence layers (residual, norm, post-norm, dropout options) -> decoder.
 
 The encoder is a token embedding (``vocab_size``) or a linear map of features (``d_input``); the
 decoder reads every step (``"step"``), the last real step (``"last"``) or the masked mean
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers import build_layer
+from seqzoo.layers.post_norm import POST_NORMS, PostNormLayer
 from seqzoo.models.heads import HEADS, AdaptiveHead
 
 DECODERS = ("step", "last", "mean")
@@ -36,6 +37,9 @@ class SequenceModel(nn.Module):
         residual: add each layer's input to its output (where widths agree).
         norm: ``"layer"`` pre-norm on each residual branch, or None.
         final_norm: LayerNorm after the last layer.
+        post_norm: ``"layer"``, ``"batch"`` or ``"bln"``: normalize every layer's output, the last one included
+            (``layer -> norm -> layer -> norm -> head``, the BLN paper's RNN layout); batch and BLN use per-time-step
+            statistics (``seqzoo.layers.post_norm``). None = off.
         dropout: dropout on every layer's output (and the embedding).
         layer_kwargs: extra arguments of the layer (e.g. ``{"norm": "layer"}`` for a cell).
         head: ``"linear"`` (logits) or ``"adaptive"`` (adaptive softmax; outputs are log-probabilities, so a
@@ -61,6 +65,7 @@ class SequenceModel(nn.Module):
         residual: bool = False,
         norm: str | None = None,
         final_norm: bool = False,
+        post_norm: str | None = None,
         dropout: float = 0.0,
         layer_kwargs: dict[str, Any] | None = None,
         head: str = "linear",
@@ -83,6 +88,8 @@ class SequenceModel(nn.Module):
             raise ValueError(f"cutoffs={cutoffs!r} need head='adaptive' (got head='linear')")
         if norm not in (None, "layer"):
             raise ValueError(f"norm must be 'layer' or None, got {norm!r}")
+        if post_norm is not None and post_norm not in POST_NORMS:
+            raise ValueError(f"post_norm must be one of {POST_NORMS} or None, got {post_norm!r}")
         if n_layers < 1 or d_model < 1 or d_output < 1:
             raise ValueError(f"n_layers, d_model and d_output must be >= 1, got {n_layers}, {d_model}, {d_output}")
         if not 0.0 <= dropout < 1.0:
@@ -100,7 +107,8 @@ class SequenceModel(nn.Module):
             width = d_input
         layers, norms = [], []
         for _ in range(n_layers):
-            layers.append(build_layer(layer, width, d_model, **(layer_kwargs or {})))
+            built = build_layer(layer, width, d_model, **(layer_kwargs or {}))
+            layers.append(PostNormLayer(built, post_norm) if post_norm is not None else built)
             norms.append(nn.LayerNorm(width) if (norm == "layer" and residual) else nn.Identity())
             width = layers[-1].d_output
         self.layers = nn.ModuleList(layers)
@@ -188,6 +196,23 @@ class SequenceModel(nn.Module):
                 m = mask.to(x.dtype).unsqueeze(-1)
                 feat = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.head(feat), new_state
+
+    def report_metrics(self) -> dict[str, float]:
+        """Numbers of a layer that folds this model's linear head into its own (the ARMA cell's
+        ``head_folded_metrics``: the classical coefficients of the whole model's predictor).
+
+        Only where the output is exactly ``head(layer output)``: one layer on the raw features (no encoder),
+        no residual and no final norm, a linear head; an empty dict otherwise.
+        """
+        if (len(self.layers) != 1 or not isinstance(self.embed, nn.Identity) or self.residual
+                or not isinstance(self.final_norm, nn.Identity) or not isinstance(self.head, nn.Linear)):
+            return {}
+        out: dict[str, float] = {}
+        for m in self.layers[0].modules():
+            fold = getattr(m, "head_folded_metrics", None)
+            if callable(fold):
+                out.update(fold(self.head.weight, self.head.bias))
+        return out
 
     def step(self, x_t: Tensor, state: ModelState | None = None) -> tuple[Tensor, ModelState]:
         """One time step: tokens ``(B,)`` or features ``(B, d_input)`` -> ``(B, d_output)``."""

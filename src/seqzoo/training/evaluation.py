@@ -240,13 +240,14 @@ def evaluate_split(model: nn.Module, task: Task, split: str, *, batch_size: int,
 
 
 def module_metrics(model: nn.Module) -> dict[str, float]:
-    """Numbers that submodules report about themselves (``report_metrics()``, e.g. fitted ARMA coefficients).
+    """Numbers that modules report about themselves (``report_metrics()``, e.g. fitted ARMA coefficients).
 
-    Keys of the first module keep their names; later reporting modules get a ``m<i>_`` prefix.
+    Keys keep their names; a key an earlier module already reported gets the prefix ``m<i>_`` (i = the
+    module's index among the reporting modules).
     """
     out: dict[str, float] = {}
     reporters = [m for m in model.modules() if callable(getattr(m, "report_metrics", None))]
     for i, m in enumerate(reporters):
-        prefix = "" if i == 0 else f"m{i}_"
-        out.update({f"{prefix}{k}": float(v) for k, v in m.report_metrics().items()})
+        for k, v in m.report_metrics().items():
+            out[f"m{i}_{k}" if k in out else k] = float(v)
     return out

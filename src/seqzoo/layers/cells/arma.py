@@ -215,18 +215,58 @@ class ARMACell(RecurrentCell):
         """Classical coefficients as flat numbers (``coef_ar1``, ``coef_ma1`` ...; unit/series indices added
         when there are several) so that runs record the fitted β, γ and intercept next to their metrics."""
         c = self.coefficients()
-        out: dict[str, float] = {}
-        for name in ("ar", "ma"):
-            w = c[name]  # (lags, u, k, k)
-            for idx in torch.cartesian_prod(*[torch.arange(n) for n in w.shape]).reshape(-1, w.dim()).tolist():
-                lag, rest = idx[0], idx[1:]
-                tail = "" if w[0].numel() == 1 else "_" + "_".join(str(i) for i in rest)
-                out[f"coef_{name}{lag + 1}{tail}"] = float(w[tuple(idx)])
-        if self.bias is not None:
-            b = c["bias"].flatten().tolist()
-            out.update({"coef_c" if len(b) == 1 else f"coef_c_{i}": float(v) for i, v in enumerate(b)})
-        return out
+        if self.bias is None:
+            c["bias"] = c["bias"][:0]  # no intercept to report
+        return _flat_coefficients(c, "coef_")
+
+    def folded_coefficients(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor] | None:
+        """Classical coefficients of the model ``z_t = W ŷ_t + b`` that reads this cell through a linear map.
+
+        A model's forecast is the head applied to the cell's output, so a head that is not the identity
+        rescales the predictor: with ``ŷ = W⁻¹(z − b)`` the model is the ARMA predictor with input kernels
+        ``W B̆_i``, output kernels ``W Γ̆_j W⁻¹`` and intercept ``b + W c − Σ_j W Γ̆_j W⁻¹ b`` (its past
+        outputs start at ``b``, the image of the cell's zero state). Defined for a linear cell with one unit,
+        ``q <= p`` (explicit-error lags would compare against ``W x``, not ``x``) and an invertible ``W``
+        (k × k); returns None otherwise.
+        """
+        k = self.input_size
+        if (self.units != 1 or self.activation not in ("identity", "linear") or self.q > self.p
+                or tuple(weight.shape) != (k, k)):
+            return None
+        W = weight.detach().to(self._param().dtype)
+        if not bool(torch.isfinite(W).all()) or torch.linalg.matrix_rank(W) < k:
+            return None
+        W_inv = torch.linalg.inv(W)
+        c = self.coefficients()
+        ma_eff = W @ c["ma_cell"][:, 0] @ W_inv  # (q, k, k)
+        ar_eff = W @ c["ar_cell"][:, 0]  # (p, k, k)
+        b = bias.detach().to(W.dtype) if bias is not None else W.new_zeros(k)
+        intercept = b + W @ c["bias"][0] - (ma_eff @ b).sum(0)
+        ma = -ma_eff
+        ar = ar_eff.clone()
+        ar[: self.q] = ar_eff[: self.q] - ma
+        return {"ar": ar.unsqueeze(1), "ma": ma.unsqueeze(1), "bias": intercept.unsqueeze(0)}
+
+    def head_folded_metrics(self, weight: Tensor, bias: Tensor | None) -> dict[str, float]:
+        """``folded_coefficients`` as flat ``model_coef_*`` numbers (empty when the fold is not defined)."""
+        c = self.folded_coefficients(weight, bias)
+        return {} if c is None else _flat_coefficients(c, "model_coef_")
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, p={self.p}, q={self.q}, units={self.units}, "
                 f"activation={self.activation!r}, return_lags={self.return_lags}")
+
+
+def _flat_coefficients(c: dict[str, Tensor], prefix: str) -> dict[str, float]:
+    """``{prefix}ar1``, ``{prefix}ma2`` ..., ``{prefix}c``: lag-major, unit/series indices appended when several."""
+    out: dict[str, float] = {}
+    for name in ("ar", "ma"):
+        w = c[name]  # (lags, u, k, k)
+        for idx in torch.cartesian_prod(*[torch.arange(n) for n in w.shape]).reshape(-1, w.dim()).tolist():
+            lag, rest = idx[0], idx[1:]
+            tail = "" if w[0].numel() == 1 else "_" + "_".join(str(i) for i in rest)
+            out[f"{prefix}{name}{lag + 1}{tail}"] = float(w[tuple(idx)])
+    b = c["bias"].flatten().tolist()
+    if b:
+        out.update({f"{prefix}c" if len(b) == 1 else f"{prefix}c_{i}": float(v) for i, v in enumerate(b)})
+    return out
