@@ -29,11 +29,20 @@ def test_card_grid_names_valid_models_and_tasks(name: str) -> None:
 
 def test_recurrent_bn_claims_on_fabricated_results() -> None:
     card = get_experiment("recurrent-bn")
-    rows = [{"arch": a, "budget": b, "steps": s, "accuracy": v} for a, b, s, v in [
-        ("lstm", "early", 200, 0.5), ("lstm", "full", 800, 0.77), ("lstm_bn", "early", 200, 0.6),
-        ("lstm_bn", "full", 800, 0.78), ("lstm_bn_eps", "early", 200, 0.4), ("lstm_bn_eps", "full", 800, 0.7)]]
+    table = [("lstm", "early", 200, 0.5), ("lstm", "full", 800, 0.77), ("lstm_bn", "early", 200, 0.6),
+             ("lstm_bn", "full", 800, 0.78), ("lstm_bn_eps", "early", 200, 0.4), ("lstm_bn_eps", "full", 800, 0.7)]
+    rows = [{"data": "digits", "arch": a, "budget": b, "steps": s, "accuracy": v} for a, b, s, v in table]
     verdicts = {c.name: r.held for c, r in card.evaluate(card_module.Results.from_records(rows, "accuracy"))}
     assert verdicts == {"bn_converges_faster": True, "bn_at_least_as_accurate": True, "bn_eps_remedy": False}
+    # a second dataset where BN-LSTM is slower early: "faster" must hold on every dataset
+    mnist = [{**r, "data": "mnist14"} for r in rows]
+    mnist[2]["accuracy"] = 0.3
+    results = card_module.Results.from_records(rows + mnist, "accuracy")
+    out = {c.name: r for c, r in card.evaluate(results)}
+    assert out["bn_converges_faster"].held is False and out["bn_at_least_as_accurate"].held is True
+    assert out["bn_converges_faster"].numbers["mnist14_lstm_bn_early"] == 0.3
+    assert "mnist14: early BN-LSTM 0.3000" in out["bn_converges_faster"].detail
+    assert {c.name: r.held for c, r in card.evaluate(card_module.Results([], "accuracy"))} == dict.fromkeys(verdicts)
 
 
 def test_atn_claims_on_fabricated_results() -> None:

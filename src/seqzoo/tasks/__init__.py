@@ -12,6 +12,7 @@ from seqzoo.tasks import language_modeling as _language_modeling  # noqa: F401
 from seqzoo.tasks import listops as _listops  # noqa: F401
 from seqzoo.tasks import long_classification as _long_classification  # noqa: F401
 from seqzoo.tasks import memorization as _memorization  # noqa: F401
+from seqzoo.tasks import mnist as _mnist  # noqa: F401
 from seqzoo.tasks import music as _music  # noqa: F401
 from seqzoo.tasks import parenthesis as _parenthesis  # noqa: F401
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset
