@@ -38,6 +38,14 @@ for _name, _cell, _norm, _nkw, _desc, _paper in _NORMED:
     register_model(_name, SequenceModel, layer=_cell, layer_kwargs=_kw, description=_desc, paper=_paper,
                    tags=("rnn", "norm"), **_RNN_DEFAULTS)
 
+# Norms between stacked layers (spec rnn-cells-and-normalization.md §4.1, the BLN paper's RNN layout): two fused LSTM
+# layers, each output normalized (layer -> norm -> layer -> norm -> head); batch and BLN use per-time-step statistics.
+for _name, _norm, _desc in (("lstm2_ln", "layer", "LayerNorm"), ("lstm2_bn", "batch", "per-step BatchNorm"),
+                            ("lstm2_bln", "bln", "per-step Batch Layer Normalization")):
+    register_model(_name, SequenceModel, layer="lstm_native", post_norm=_norm, d_model=64, n_layers=2, d_input=1,
+                   d_output=1, description=f"two-layer LSTM with {_desc} after each layer (BLN paper's RNN layout)",
+                   paper="Ziaee & Cano 2022 (arXiv 2209.08898)", tags=("rnn", "norm"))
+
 # NC-GRU (Mucllari et al. 2022): GRU with an orthogonal candidate matrix U_c (scaled Cayley transform, Neumann-updated
 # inverse); nc_gru_r also makes U_r orthogonal, each matrix with its own parametrization.
 register_model("nc_gru", SequenceModel, layer="nc_gru", description="NC-GRU(U_c): GRU with orthogonal U_c, modReLU",

@@ -201,18 +201,15 @@ class SequenceModel(nn.Module):
         """Numbers of a layer that folds this model's linear head into its own (the ARMA cell's
         ``head_folded_metrics``: the classical coefficients of the whole model's predictor).
 
-        Only where the output is exactly ``head(layer output)``: one layer on the raw features (no encoder),
-        no residual and no final norm, a linear head; an empty dict otherwise.
+        Only where the output is exactly ``head(cell output)``: one recurrent layer on the raw features (no
+        encoder), no residual, final norm or post-norm, a linear head; an empty dict otherwise.
         """
         if (len(self.layers) != 1 or not isinstance(self.embed, nn.Identity) or self.residual
                 or not isinstance(self.final_norm, nn.Identity) or not isinstance(self.head, nn.Linear)):
             return {}
-        out: dict[str, float] = {}
-        for m in self.layers[0].modules():
-            fold = getattr(m, "head_folded_metrics", None)
-            if callable(fold):
-                out.update(fold(self.head.weight, self.head.bias))
-        return out
+        # the layer itself must be the recurrence (a wrapper, e.g. a post-norm, would sit between cell and head)
+        fold = getattr(getattr(self.layers[0], "cell", None), "head_folded_metrics", None)
+        return fold(self.head.weight, self.head.bias) if callable(fold) else {}
 
     def step(self, x_t: Tensor, state: ModelState | None = None) -> tuple[Tensor, ModelState]:
         """One time step: tokens ``(B,)`` or features ``(B, d_input)`` -> ``(B, d_output)``."""
