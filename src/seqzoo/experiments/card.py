@@ -130,6 +130,9 @@ class ExperimentCard:
     metric: str
     split: str = "test"
     plots: list[Plot] = field(default_factory=list)
+    # Numbers read from a finished run's directory (its learning curve in metrics.jsonl, its saved model ...):
+    # ``derive(entry, run_dir) -> {name: value}``, aggregated over seeds like metrics, under split ``"derived"``.
+    derive: Callable[[Entry, Path], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scales if s not in SCALES]

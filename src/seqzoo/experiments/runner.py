@@ -205,8 +205,16 @@ def collect(card: ExperimentCard, scale: str, index_path: str | Path, jobs: Sequ
     return aggregate(card, [(wanted[k], r) for k, r in latest.items()])
 
 
+def _derived(card: ExperimentCard, job: Job, row: dict) -> dict[str, float]:
+    """``card.derive`` of one run's directory ({} when the card has none or the directory is gone)."""
+    run_dir = Path(row.get("run_dir") or "")
+    if card.derive is None or not row.get("run_dir") or not run_dir.is_dir():
+        return {}
+    return {k: float(v) for k, v in card.derive(job.entry, run_dir).items()}
+
+
 def aggregate(card: ExperimentCard, done: Sequence[tuple[Job, dict]]) -> Results:
-    """Mean ± std across seeds of every valid/test metric, per grid entry (in grid order)."""
+    """Mean ± std across seeds of every valid/test metric (and ``card.derive`` numbers), per grid entry."""
     by_entry: dict[str, list[tuple[Job, dict]]] = {}
     order: list[Entry] = []
     for job, row in sorted(done, key=lambda jr: jr[0].seed):
@@ -216,9 +224,9 @@ def aggregate(card: ExperimentCard, done: Sequence[tuple[Job, dict]]) -> Results
         by_entry[job.entry.id].append((job, row))
     out = []
     for entry in order:
-        pairs = by_entry[entry.id]
+        pairs = [(j, {**r, "derived": _derived(card, j, r)}) for j, r in by_entry[entry.id]]
         metrics: dict[str, dict[str, Stat]] = {}
-        for split in ("valid", "test"):
+        for split in ("valid", "test", "derived"):
             names = sorted({m for _, r in pairs for m in (r.get(split) or {})})
             for m in names:
                 vals = [float(r[split][m]) for _, r in pairs if m in (r.get(split) or {})]

@@ -376,7 +376,8 @@ class Trainer:
 
         state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_metrics": {},
                                  "evals_since_best": 0, "last_eval_step": -1, "elapsed": 0.0, "loss_sum": 0.0,
-                                 "loss_count": 0, "metrics_bytes": 0, "history": []}
+                                 "loss_count": 0, "grad_norm_sum": 0.0, "grad_norm_count": 0, "grad_norm_max": 0.0,
+                                 "metrics_bytes": 0, "history": []}
         self.carry = CarriedState(carries_state(model))
         ckpt = load_checkpoint(self.run_dir) if self.resume else None
         if ckpt is not None:
@@ -494,10 +495,19 @@ class Trainer:
                 done += 1
                 state["loss_sum"] += lv
                 state["loss_count"] += 1
+                if norm is not None:  # pre-clip global gradient norm (only computed when clipping)
+                    state["grad_norm_sum"] += norm
+                    state["grad_norm_count"] += 1
+                    state["grad_norm_max"] = max(state["grad_norm_max"], norm)
                 if done % cfg.log_every == 0 or done == cfg.steps:
                     mean = state["loss_sum"] / max(1, state["loss_count"])
-                    write({"step": done, "split": "train", "loss": mean, "lr": lr, "time": round(elapsed(), 3)})
+                    row = {"step": done, "split": "train", "loss": mean, "lr": lr}
+                    if state["grad_norm_count"]:
+                        row["grad_norm"] = state["grad_norm_sum"] / state["grad_norm_count"]
+                        row["grad_norm_max"] = state["grad_norm_max"]
+                    write({**row, "time": round(elapsed(), 3)})
                     state["loss_sum"], state["loss_count"] = 0.0, 0
+                    state["grad_norm_sum"], state["grad_norm_count"], state["grad_norm_max"] = 0.0, 0, 0.0
                     if bar is not None:
                         now = time.monotonic()
                         bar.set_postfix(loss=f"{mean:.4g}", tok_s=f"{tokens / max(now - t_tok, 1e-9):.3g}")
