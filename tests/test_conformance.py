@@ -4,7 +4,8 @@ The cases come from ``seqzoo.list_models()`` at collection time, so a newly regi
 touching this file. Each preset is made small by generic overrides (filtered to the arguments it accepts) plus the
 preset's own ``conformance`` overrides from its registry entry; it is run with feature input and, where it accepts
 ``vocab_size``, with token input. Numerics are compared in float64. Checks that depend on a capability run only
-when the model's flags say it has it (``is_causal``, ``supports_step``, ``step_exact_in_train``, per-step decoder).
+when the model's flags say it has it (``is_causal``, ``supports_step``, ``step_exact_in_train``, per-step decoder;
+``fixed_length`` models such as the feed-forward image classifiers take no padded or shorter inputs).
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ def test_state_across_two_chunks_equals_one_pass(name: str, kind: str, gen: torc
 @pytest.mark.parametrize(("name", "kind"), CASES)
 def test_padding_does_not_change_real_positions(name: str, kind: str, gen: torch.Generator) -> None:
     model = build(name, kind).eval()
+    if getattr(model, "fixed_length", False):
+        pytest.skip("not applicable: model.fixed_length is True (a fixed-size input such as an image, no padding)")
     mask = padding_mask(LENGTHS, L)
     x = fill_padding(model, make_inputs(model, B, L, gen), mask, gen)
     with torch.no_grad():

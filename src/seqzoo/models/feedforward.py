@@ -1,0 +1,160 @@
+"""Feed-forward image classifiers (an MLP and a small CNN) with an optional norm before each nonlinearity.
+
+These are the plain networks of Ioffe & Szegedy's BatchNorm paper (spec rnn-cells-and-normalization.md §3.1):
+``norm="batch"`` puts BN between each linear map / convolution and its nonlinearity (``x -> W x -> BN -> act``),
+as the paper does, and drops the layer's bias (BN's ``β`` replaces it). ``"bln"`` (Batch Layer Normalization,
+``seqzoo.layers.bln``) and ``"layer"`` (LayerNorm over the features; over channels and space for the CNN) sit at
+the same place; ``None`` is the plain network.
+
+They are not sequence models. The input keeps the task's batch-first ``(B, L, d_input)`` layout, read as an
+image of ``seq_len`` rows by ``d_input`` columns (the ``rows`` layout of the ``digits`` task is exactly the 8×8
+image). So the input size is fixed: ``fixed_length`` is True, a mask with padded positions is an error, and the
+output is one vector of logits per example (``decoder = "image"``, ``is_causal = supports_step = False``, an empty
+state). The conformance suite skips the checks that need variable lengths for such models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from seqzoo.layers.bln import BatchLayerNorm
+from seqzoo.models.registry import register_model
+
+NORMS = (None, "batch", "bln", "layer")
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _feature_norm(norm: str | None, width: int) -> nn.Module:
+    """The norm of an MLP hidden layer ``(B, width)``."""
+    if norm == "batch":
+        return nn.BatchNorm1d(width)  # the paper's transform; running_var is the unbiased EMA (spec §3.1)
+    if norm == "bln":
+        return BatchLayerNorm(width)
+    if norm == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+def _conv_norm(norm: str | None, channels: int) -> nn.Module:
+    """The norm of a conv feature map ``(B, C, H, W)``: BN statistics over batch and space, as the paper's conv BN."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "bln":
+        return BatchLayerNorm(channels)
+    if norm == "layer":
+        return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W) per example
+    return nn.Identity()
+
+
+class ImageClassifier(nn.Module):
+    """Shared input handling and protocol flags of the feed-forward classifiers."""
+
+    input_names = ("inputs", "mask")
+    is_causal = False
+    supports_step = False
+    step_exact_in_train = True
+    fixed_length = True
+    decoder = "image"  # one output per example, not per step
+
+    def __init__(self, seq_len: int, d_input: int, d_output: int, norm: str | None, activation: str) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        for name, v in (("seq_len", seq_len), ("d_input", d_input), ("d_output", d_output)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        self.seq_len, self.d_input, self.d_output = seq_len, d_input, d_output
+        self.norm_kind, self.activation = norm, activation
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple:
+        return ()
+
+    def image(self, inputs: Tensor, mask: Tensor | None) -> Tensor:
+        """Validate ``(B, seq_len, d_input)`` features and return them as ``(B, 1, seq_len, d_input)``."""
+        who = type(self).__name__
+        if not inputs.is_floating_point():
+            raise TypeError(f"{who}: expected floating-point features, got dtype {inputs.dtype}")
+        if inputs.dim() != 3 or tuple(inputs.shape[1:]) != (self.seq_len, self.d_input):
+            raise ValueError(f"{who}: expected input of shape (batch, {self.seq_len}, {self.d_input}) (an image of "
+                             f"seq_len rows x d_input columns), got {tuple(inputs.shape)}")
+        if mask is not None and not bool(mask.all()):
+            raise ValueError(f"{who}: a fixed-size image input has no padding, but the mask marks padded positions")
+        return inputs.unsqueeze(1)
+
+
+class MLPClassifier(ImageClassifier):
+    """``n_layers`` hidden layers of ``d_model`` units over the flattened image (paper's MNIST net: 3 x 100 sigmoid).
+
+    Args:
+        d_model: hidden units per layer.
+        n_layers: number of hidden layers.
+        seq_len, d_input: the image is ``seq_len`` rows of ``d_input`` features (the task's input shape).
+        d_output: classes.
+        norm: None, ``"batch"``, ``"bln"`` or ``"layer"``, before each nonlinearity (biases dropped when set).
+        activation: ``"sigmoid"`` (the paper's MNIST net), ``"relu"`` or ``"tanh"``.
+    """
+
+    def __init__(self, *, d_model: int = 100, n_layers: int = 3, seq_len: int = 8, d_input: int = 8,
+                 d_output: int = 10, norm: str | None = None, activation: str = "sigmoid") -> None:
+        super().__init__(seq_len, d_input, d_output, norm, activation)
+        if n_layers < 1 or d_model < 1:
+            raise ValueError(f"n_layers and d_model must be >= 1, got {n_layers}, {d_model}")
+        blocks: list[nn.Module] = []
+        width = seq_len * d_input
+        for _ in range(n_layers):
+            blocks += [nn.Linear(width, d_model, bias=norm is None), _feature_norm(norm, d_model),
+                       ACTIVATIONS[activation]()]
+            width = d_model
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, d_output)
+
+    def forward(self, inputs: Tensor, state: tuple | None = None, *, mask: Tensor | None = None
+                ) -> tuple[Tensor, tuple]:
+        x = self.image(inputs, mask).flatten(1)
+        return self.head(self.body(x)), ()
+
+
+class ConvClassifier(ImageClassifier):
+    """``n_layers`` blocks of 3x3 conv -> norm -> nonlinearity -> 2x2 max-pool, then global mean pool and a linear head.
+
+    Block i has ``d_model * 2**i`` channels; a pool only halves a side that is at least 2 long, so small images
+    (8x8 digits: 8 -> 4 -> 2) and odd shapes work.
+    """
+
+    def __init__(self, *, d_model: int = 16, n_layers: int = 2, seq_len: int = 8, d_input: int = 8,
+                 d_output: int = 10, norm: str | None = None, activation: str = "relu") -> None:
+        super().__init__(seq_len, d_input, d_output, norm, activation)
+        if n_layers < 1 or d_model < 1:
+            raise ValueError(f"n_layers and d_model must be >= 1, got {n_layers}, {d_model}")
+        blocks: list[nn.Module] = []
+        c_in, h, w = 1, seq_len, d_input
+        for i in range(n_layers):
+            c_out = d_model * 2 ** i
+            kh, kw = (2 if h >= 2 else 1), (2 if w >= 2 else 1)
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm is None), _conv_norm(norm, c_out),
+                       ACTIVATIONS[activation](), nn.MaxPool2d((kh, kw), ceil_mode=True)]
+            c_in, h, w = c_out, math.ceil(h / kh), math.ceil(w / kw)
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(c_in, d_output)
+
+    def forward(self, inputs: Tensor, state: tuple | None = None, *, mask: Tensor | None = None
+                ) -> tuple[Tensor, tuple]:
+        x = self.body(self.image(inputs, mask))
+        return self.head(torch.mean(x, dim=(2, 3))), ()
+
+
+_TINY = {"seq_len": 7}  # the conformance suite feeds (3, 7, d_input=3) features
+_FF = [
+    ("mlp", MLPClassifier, None, "MLP image classifier (3 x 100 sigmoid, the BN paper's MNIST net)"),
+    ("mlp_bn", MLPClassifier, "batch", "the mlp preset with BatchNorm before each sigmoid"),
+    ("cnn", ConvClassifier, None, "small CNN image classifier (2 conv-ReLU-pool blocks, 16/32 channels)"),
+    ("cnn_bn", ConvClassifier, "batch", "the cnn preset with BatchNorm before each ReLU"),
+]
+for _name, _builder, _norm, _desc in _FF:
+    register_model(_name, _builder, norm=_norm, description=_desc, paper="Ioffe & Szegedy 2015 (arXiv 1502.03167)",
+                   tags=("feedforward", "image") + (("norm",) if _norm else ()), conformance=_TINY)
