@@ -42,17 +42,27 @@ class PerStepPopulation(nn.Module):
 
     @torch.no_grad()
     def update(self, t: int, mean: Tensor, var_biased: Tensor, batch_size: int) -> None:
-        i = self.slot(t, True)
+        self.update_rows(self.slot(t, True), mean.unsqueeze(0), var_biased.unsqueeze(0), batch_size)
+
+    @torch.no_grad()
+    def update_rows(self, start: int, mean: Tensor, var_biased: Tensor, batch_size: int) -> None:
+        """EMA update of the consecutive rows ``start .. start + L - 1`` (all in range) from ``(L, F)`` statistics."""
+        rows = slice(start, start + mean.shape[0])
         m = self.momentum
-        self.running_mean[i].mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
+        self.running_mean[rows].mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
         if batch_size > 1:  # unbiased variance is undefined for one sample: keep the old estimate
             unbiased = var_biased * (batch_size / (batch_size - 1))
-            self.running_var[i].mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        self.steps_seen.fill_(max(int(self.steps_seen), i + 1))
+            self.running_var[rows].mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        self.steps_seen.fill_(max(int(self.steps_seen), start + mean.shape[0]))
 
     def get(self, t: int) -> tuple[Tensor, Tensor]:
         i = self.slot(t, False)
         return self.running_mean[i], self.running_var[i]
+
+    def get_rows(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """``get`` for a tensor of time indices (any shape): population rows clamped as ``slot`` does."""
+        idx = pos.clamp(min=0, max=self.slot(self.max_steps, False))
+        return self.running_mean[idx], self.running_var[idx]
 
 
 def step_counter(batch_size: int, device=None) -> tuple[Tensor]:

@@ -30,19 +30,6 @@ from seqzoo.layers.protocol import SequenceLayer, State, check_mask
 POST_NORMS = ("layer", "batch", "bln")
 
 
-@torch.no_grad()
-def _update_rows(population: PerStepPopulation, start: int, mean: Tensor, var_biased: Tensor, batch_size: int
-                 ) -> None:
-    """``PerStepPopulation.update`` for the consecutive steps ``start .. start + L - 1`` at once (all in range)."""
-    rows = slice(start, start + mean.shape[0])
-    m = population.momentum
-    population.running_mean[rows].mul_(1 - m).add_(mean.to(population.running_mean.dtype), alpha=m)
-    if batch_size > 1:  # unbiased variance is undefined for one sample: keep the old estimate
-        unbiased = var_biased * (batch_size / (batch_size - 1))
-        population.running_var[rows].mul_(1 - m).add_(unbiased.to(population.running_var.dtype), alpha=m)
-    population.steps_seen.fill_(max(int(population.steps_seen), start + mean.shape[0]))
-
-
 def _step_stats(population: PerStepPopulation, h: Tensor, pos: Tensor, mask: Tensor | None, training: bool
                 ) -> tuple[Tensor, Tensor]:
     """Mean and variance broadcastable to ``h (B, L, F)`` at absolute positions ``pos (B, L)``.
@@ -59,16 +46,14 @@ def _step_stats(population: PerStepPopulation, h: Tensor, pos: Tensor, mask: Ten
         var = (((h - mean) ** 2) * w).sum(0) / denom
         start = int(pos[:, 0].max()) if pos.numel() else 0
         if mask is None and start + h.shape[1] <= population.max_steps:
-            _update_rows(population, start, mean.detach(), var.detach(), h.shape[0])
+            population.update_rows(start, mean.detach(), var.detach(), h.shape[0])
         else:
             for t, n in enumerate(count.tolist()):
                 if n > 0:
                     population.update(start + t, mean[t].detach(), var[t].detach(), int(n))
         return mean, var
-    seen = int(population.steps_seen)
-    last = min(max(seen, 1) - 1, population.max_steps - 1)
-    idx = pos.clamp(min=0, max=last)
-    return population.running_mean[idx].to(h.dtype), population.running_var[idx].to(h.dtype)
+    mean, var = population.get_rows(pos)
+    return mean.to(h.dtype), var.to(h.dtype)
 
 
 class SequenceBatchNorm(nn.Module):

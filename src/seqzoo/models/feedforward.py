@@ -59,13 +59,15 @@ class ImageClassifier(nn.Module):
     fixed_length = True
     decoder = "image"  # one output per example, not per step
 
-    def __init__(self, seq_len: int, d_input: int, d_output: int, norm: str | None, activation: str) -> None:
+    def __init__(self, seq_len: int, d_input: int, d_output: int, norm: str | None, activation: str, *,
+                 d_model: int, n_layers: int) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        for name, v in (("seq_len", seq_len), ("d_input", d_input), ("d_output", d_output)):
+        for name, v in (("seq_len", seq_len), ("d_input", d_input), ("d_output", d_output), ("d_model", d_model),
+                        ("n_layers", n_layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         self.seq_len, self.d_input, self.d_output = seq_len, d_input, d_output
@@ -101,9 +103,7 @@ class MLPClassifier(ImageClassifier):
 
     def __init__(self, *, d_model: int = 100, n_layers: int = 3, seq_len: int = 8, d_input: int = 8,
                  d_output: int = 10, norm: str | None = None, activation: str = "sigmoid") -> None:
-        super().__init__(seq_len, d_input, d_output, norm, activation)
-        if n_layers < 1 or d_model < 1:
-            raise ValueError(f"n_layers and d_model must be >= 1, got {n_layers}, {d_model}")
+        super().__init__(seq_len, d_input, d_output, norm, activation, d_model=d_model, n_layers=n_layers)
         blocks: list[nn.Module] = []
         width = seq_len * d_input
         for _ in range(n_layers):
@@ -128,9 +128,7 @@ class ConvClassifier(ImageClassifier):
 
     def __init__(self, *, d_model: int = 16, n_layers: int = 2, seq_len: int = 8, d_input: int = 8,
                  d_output: int = 10, norm: str | None = None, activation: str = "relu") -> None:
-        super().__init__(seq_len, d_input, d_output, norm, activation)
-        if n_layers < 1 or d_model < 1:
-            raise ValueError(f"n_layers and d_model must be >= 1, got {n_layers}, {d_model}")
+        super().__init__(seq_len, d_input, d_output, norm, activation, d_model=d_model, n_layers=n_layers)
         blocks: list[nn.Module] = []
         c_in, h, w = 1, seq_len, d_input
         for i in range(n_layers):

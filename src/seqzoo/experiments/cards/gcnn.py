@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.param_match import closest_width, count_params
 from seqzoo.experiments.registry import register_experiment
 
 ACTIVATIONS = ("glu", "relu", "gtu", "tanh")
@@ -61,31 +62,11 @@ def gcnn_args(width: int, n_blocks: int, activation: str, vocab: int) -> dict[st
             **head_args(vocab)}
 
 
-def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
-    """Parameters of ``model`` on a token task of ``vocab`` classes (built on the meta device: no memory)."""
-    import torch
-
-    from seqzoo.models import create_model
-
-    with torch.device("meta"):
-        m = create_model(model, **{**model_args, "vocab_size": vocab, "d_input": None, "d_output": vocab})
-    return sum(p.numel() for p in m.parameters())
-
-
 def lstm_hidden_for(target: int, vocab: int) -> int:
     """The ``lstm_native`` width whose total parameter count is closest to ``target``."""
-    def n(h: int) -> int:
-        return count_params("lstm_native", {"d_model": h, **head_args(vocab)}, vocab)
-
-    lo = hi = 16 if head_args(vocab) else 1  # an adaptive head needs d / 4**2 >= 1 for its two tail clusters
-    if n(lo) >= target:
-        return lo
-    while n(hi) < target:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # n is increasing in h: n(lo) < target <= n(hi)
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if n(mid) < target else (lo, mid)
-    return lo if target - n(lo) <= n(hi) - target else hi
+    # an adaptive head needs d / 4**2 >= 1 for its two tail clusters
+    return closest_width(target, lambda h: count_params("lstm_native", {"d_model": h, **head_args(vocab)}, vocab),
+                         min_width=16 if head_args(vocab) else 1)
 
 
 def _entries(datasets: tuple[str, ...], width: int, n_blocks: int, steps: int, time_budget: float,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, MissingResult, Plot, Results, Scale
+from seqzoo.experiments.param_match import closest_width, count_params
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("rns", "lstm")
@@ -44,30 +45,10 @@ def pda_args(n_states: int, n_symbols: int, window: int) -> dict[str, int]:
     return {"n_states": n_states, "n_symbols": n_symbols, "window": window}
 
 
-def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
-    """Parameters of ``model`` as a token LM over ``vocab`` words (built on the meta device: no memory, no data)."""
-    import torch
-
-    from seqzoo.models import create_model
-
-    with torch.device("meta"):
-        m = create_model(model, **{**model_args, "vocab_size": vocab, "d_input": None, "d_output": vocab})
-    return sum(p.numel() for p in m.parameters())
-
-
 @functools.lru_cache(maxsize=32)
 def lstm_hidden_for(target: int, vocab: int) -> int:
     """The ``lstm`` width whose total parameter count is closest to ``target`` (ties: the smaller width)."""
-    def n(h: int) -> int:
-        return count_params("lstm", {"d_model": h}, vocab)
-
-    lo, hi = 1, 2
-    while n(hi) < target:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # n is increasing in h: n(lo) < target <= n(hi)
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if n(mid) < target else (lo, mid)
-    return lo if target - n(lo) <= n(hi) - target else hi
+    return closest_width(target, lambda h: count_params("lstm", {"d_model": h}, vocab))
 
 
 def model_configs(hidden: int, pda: dict[str, int], vocab: int) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -1,0 +1,37 @@
+"""Parameter matching for cards: count a preset's parameters and find the width that matches a target.
+
+Papers compare models "of equal size"; a card picks the baseline's width whose total parameter count is
+closest to the other model's. Models are built on the meta device, so counting needs no memory and no data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
+    """Parameters of preset ``model`` as a token model over ``vocab`` classes (input and output)."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    with torch.device("meta"):
+        m = create_model(model, **{**model_args, "vocab_size": vocab, "d_input": None, "d_output": vocab})
+    return sum(p.numel() for p in m.parameters())
+
+
+def closest_width(target: int, n_params: Callable[[int], int], *, min_width: int = 1) -> int:
+    """The width ``h >= min_width`` whose ``n_params(h)`` (increasing in h) is closest to ``target``.
+
+    Doubling then bisection: O(log h) model builds. Ties go to the smaller width.
+    """
+    lo = hi = min_width
+    if n_params(lo) >= target:
+        return lo
+    while n_params(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # n_params(lo) < target <= n_params(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if n_params(mid) < target else (lo, mid)
+    return lo if target - n_params(lo) <= n_params(hi) - target else hi
