@@ -109,6 +109,12 @@ def learning_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path
     return _save(fig, plt, path)
 
 
+def seed_bar(ax, x: float, stat: Any, color: str, *, width: float = 0.8) -> None:
+    """One bar at ``x`` for a ``Stat`` (mean, ± std when there are several seeds) with a dot per seed."""
+    ax.bar(x, stat.mean, width, yerr=stat.std if stat.n > 1 else None, color=color, capsize=3, alpha=0.85)
+    ax.plot([x] * len(stat.values), stat.values, "k.", ms=5)
+
+
 def _save(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

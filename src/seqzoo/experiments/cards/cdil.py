@@ -177,7 +177,7 @@ def _check_real(results: Results) -> ClaimResult:
 # ----- plot ----------------------------------------------------------------------------------------------------
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import _pyplot, _save, seed_bar
 
     plt = _pyplot()
     tasks = [t for t in ("xor", "digits") if any(results.has(arch=a, task=t) for a in ARCHS)]
@@ -192,8 +192,7 @@ def _draw(results: Results, path: Path) -> None:
             if st is None:
                 continue
             L = hit.entry.labels.get("L")
-            ax.bar(i, st.mean, yerr=st.std if st.n > 1 else None, color=colors[arch], capsize=3, alpha=0.85)
-            ax.plot([i] * len(st.values), st.values, "k.", ms=5)
+            seed_bar(ax, i, st, colors[arch])
         if task in CHANCE:
             ax.axhline(CHANCE[task], color="k", ls="--", lw=0.8, label="chance")
         if task == "xor":

@@ -1,0 +1,279 @@
+"""Card ``s5``: S5 vs LSTM vs transformer on adding T=200 and ListOps-mini (spec §5, §6, §7).
+
+Smith, Warrington & Linderman, "Simplified State Space Layers for Sequence Modeling" (ICLR 2023,
+arXiv 2208.04933). The paper's headline is LRA (ListOps 62.15%, avg 87.46) at GPU scale; what fits a shared
+2-core CPU is the spec's two small tests (§5.8, §6.6, §7), with three models at roughly equal parameter counts:
+
+* ``adding`` T=200 (two marked U(0, 1) values among 200; regress their sum at the last step). Predicting 1
+  everywhere gives MSE 1/6 (``AddingTask.baseline()``), and every model sits on that plateau for a long time
+  before it learns (§7: the spec's S5 4 x H32, P=32, J=4 left it after ~2.1k Adam steps at lr 2e-3, batch 32,
+  and an LSTM-128 was still at 0.17 after 838 steps). **"Leaves the plateau"** is defined as test MSE
+  < 0.5 x the baseline's (< 0.0833); "stays on it" is the complement.
+* ``listops`` ListOps-mini (§6.6: depth <= 6, <= 5 arguments, 50 < length < 300, 20k / 2k / 2k; lengths 51-184):
+  the value 0-9 of a nested MIN / MAX / MED / SM expression. The trivial baseline is the majority class of the
+  training split scored on the test split (12.3% on the mini setting, computed by ``ListOpsTask.baseline()``
+  from the entry's task arguments, not hard-coded).
+
+Models (``SequenceModel``; parameter counts from the built models, a test checks them):
+
+* ``s5``: 4 S5 layers, H=32, P=32 (J=4 HiPPO-N blocks), ZOH, conj-sym, pre-LayerNorm, half_glu1 (the spec's
+  calibration model, §7; the official code uses BatchNorm). Causal and read at the last step on adding
+  (13.1K params); bidirectional with mean pooling on ListOps (17.9K), as the official LRA runs. S5 entries
+  use ``TrainConfig.ssm_lr`` (Lambda, B, log-step in their own group, no weight decay; spec §5.5).
+* ``lstm``: one ``torch.nn.LSTM`` layer (``lstm_native``) read at the last real step, hidden size matched
+  to S5's count (adding h=40, 13.3K; ListOps h=44, 17.0K).
+* ``transformer``: seqzoo's causal pre-norm transformer (rotary positions), 2 blocks, width 24, 4 heads,
+  d_ff 96, last step on adding (14.6K) and masked mean on ListOps (15.1K).
+
+Training (the same recipe for the three models of one task; one seed at small scale, for the CPU budget):
+adding: Adam lr 2e-3, batch 32, no clipping, fresh sequences every step (the spec's calibration recipe);
+S5's ``ssm_lr`` equals ``lr`` there, so its optimizer is exactly that Adam. ListOps-mini: AdamW, lr 3e-3,
+weight decay 0.04, S5's ``ssm_lr`` 1e-3 (the official ListOps ratio lr_factor 3 and wd 0.04), linear
+warm-up then cosine decay, batch 32. Test metric at the best validation checkpoint.
+
+How small differs from the paper: no LRA ListOps (lengths up to 2,000, 96k expressions, 8 layers of H=128 and
+40 epochs on a GPU) but the mini generator; a few thousand steps instead of 40 epochs; LayerNorm instead of
+BatchNorm; half_glu1 everywhere; the baselines are small, parameter-matched models rather than the LRA
+Transformer (4 x 512). The ``paper`` scale defines the LRA ListOps runs with the official S5 settings (§5.6);
+it is not run here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.registry import register_experiment
+
+ARCHS = ("s5", "lstm", "transformer")
+TASKS = ("adding", "listops")
+METRIC = {"adding": "mse", "listops": "accuracy"}
+PLATEAU_FRACTION = 0.5  # "left the plateau": test MSE < 0.5 x the trivial baseline's MSE (the issue's definition)
+MAJORITY_MARGIN = 0.10  # S5 must beat the ListOps majority class by >= 10 points (the issue's claim)
+
+S5_LAYERS, S5_WIDTH, S5_STATE, S5_BLOCKS = 4, 32, 32, 4  # the spec's calibrated S5 (§5.8, §7)
+LSTM_HIDDEN = {"adding": 40, "listops": 44}  # closest to S5's parameter count on each task
+TRANSFORMER = {"n_layers": 2, "d_model": 24, "n_heads": 4}
+
+
+def model_configs(task: str, s5_width: int = S5_WIDTH, s5_layers: int = S5_LAYERS, s5_state: int = S5_STATE,
+                  s5_blocks: int = S5_BLOCKS, lstm_hidden: int | None = None,
+                  transformer: dict[str, int] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``arch -> (preset, model_args)`` of the three models on ``task`` (``"adding"`` or ``"listops"``)."""
+    if task not in TASKS:
+        raise ValueError(f"s5 card: task must be one of {TASKS}, got {task!r}")
+    tf = {**TRANSFORMER, **(transformer or {})}
+    bidir = task == "listops"
+    s5_kwargs: dict[str, Any] = {"state_size": s5_state, "blocks": s5_blocks}
+    if bidir:
+        s5_kwargs["bidirectional"] = True
+    return {
+        "s5": ("s5_bidir" if bidir else "s5", {"n_layers": s5_layers, "d_model": s5_width,
+                                               "decoder": "mean" if bidir else "last", "layer_kwargs": s5_kwargs}),
+        "lstm": ("lstm_native", {"d_model": lstm_hidden or LSTM_HIDDEN[task], "decoder": "last"}),
+        "transformer": ("transformer", {"n_layers": tf["n_layers"], "d_model": tf["d_model"],
+                                        "decoder": "mean" if bidir else "last",
+                                        "layer_kwargs": {"n_heads": tf["n_heads"]}}),
+    }
+
+
+def entries(task: str, task_args: dict[str, Any], train: dict[str, Any], s5_train: dict[str, Any],
+            **sizes: Any) -> list[Entry]:
+    """The three models on one task; ``s5_train`` adds S5-only TrainConfig fields (``ssm_lr``)."""
+    return [Entry(model=preset, task=task, model_args=args, task_args=dict(task_args),
+                  labels={"arch": arch, "task": task},
+                  train={**train, **(s5_train if arch == "s5" else {})})
+            for arch, (preset, args) in model_configs(task, **sizes).items()]
+
+
+# ----- baselines -------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _baseline(task: str, task_args_json: str) -> float:
+    from seqzoo.tasks import create_task
+
+    return float(create_task(task, **json.loads(task_args_json)).baseline()[METRIC[task]])
+
+
+def baseline(results: Results, task: str) -> float:
+    """The trivial baseline of ``task`` with the task arguments of the S5 entry (adding MSE, ListOps majority)."""
+    hit = results.find(arch="s5", task=task)
+    args = hit.entry.task_args if hit is not None else {}
+    return _baseline(task, json.dumps(args, sort_keys=True))
+
+
+def _numbers(results: Results, task: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for arch in ARCHS:
+        if results.has(arch=arch, task=task):
+            st = results.stat(METRIC[task], arch=arch, task=task)
+            out[arch] = round(st.mean, 4)
+            if st.n > 1:
+                out[f"{arch}_seeds"] = [round(v, 4) for v in st.values]
+    return out
+
+
+# ----- claims ----------------------------------------------------------------------------------------------------
+
+def _adding_values(results: Results, arch: str) -> tuple[Any, dict[str, Any]]:
+    st = results.stat("mse", arch=arch, task="adding")
+    base = baseline(results, "adding")
+    nums = {**_numbers(results, "adding"), "baseline": round(base, 4), "threshold": round(PLATEAU_FRACTION * base, 4),
+            **{f"{a}_vs_baseline": round(results.mean("mse", arch=a, task="adding") / base, 3)
+               for a in ARCHS if results.has(arch=a, task="adding")}}
+    return st, nums
+
+
+def _check_s5_leaves(results: Results) -> ClaimResult:
+    st, nums = _adding_values(results, "s5")
+    thr = nums["threshold"]
+    return ClaimResult(st.mean < thr, nums, f"S5 test MSE on adding T=200: {st} over {st.n} seed(s) vs trivial "
+                                           f"baseline {nums['baseline']} (held if the mean < {thr} = "
+                                           f"{PLATEAU_FRACTION} x baseline)")
+
+
+def _check_lstm_stays(results: Results) -> ClaimResult:
+    st, nums = _adding_values(results, "lstm")
+    thr = nums["threshold"]
+    return ClaimResult(st.mean >= thr, nums, f"LSTM test MSE on adding T=200: {st} over {st.n} seed(s) vs trivial "
+                                            f"baseline {nums['baseline']} (held if the mean >= {thr}, i.e. the "
+                                            "LSTM has not left the plateau within the same budget)")
+
+
+def _check_majority(results: Results) -> ClaimResult:
+    st = results.stat("accuracy", arch="s5", task="listops")
+    base = baseline(results, "listops")
+    nums = {**_numbers(results, "listops"), "majority": round(base, 4),
+            "target": round(base + MAJORITY_MARGIN, 4), "s5_margin": round(st.mean - base, 4)}
+    return ClaimResult(st.mean >= base + MAJORITY_MARGIN - 1e-12, nums,
+                       f"S5 test accuracy on ListOps-mini: {st} over {st.n} seed(s) vs majority class {base:.4f} "
+                       f"(held if the mean >= majority + {MAJORITY_MARGIN:.2f} = {base + MAJORITY_MARGIN:.4f})")
+
+
+def _check_beats_lstm(results: Results) -> ClaimResult:
+    s5 = results.stat("accuracy", arch="s5", task="listops")
+    lstm = results.stat("accuracy", arch="lstm", task="listops")
+    nums = {**_numbers(results, "listops"), "majority": round(baseline(results, "listops"), 4),
+            "s5_minus_lstm": round(s5.mean - lstm.mean, 4)}
+    return ClaimResult(s5.mean > lstm.mean, nums, f"test accuracy on ListOps-mini: S5 {s5} vs LSTM {lstm} "
+                                                  "(held if S5's mean is higher)")
+
+
+# ----- plot ------------------------------------------------------------------------------------------------------
+
+def _draw(results: Results, path: Path) -> None:
+    from seqzoo.experiments.plots import _pyplot, _save, seed_bar
+
+    plt = _pyplot()
+    tasks = [t for t in TASKS if any(results.has(arch=a, task=t) for a in ARCHS)]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.8 * max(1, len(tasks)), 3.3), squeeze=False)
+    colors = {"s5": "#dd8452", "lstm": "#999999", "transformer": "#4c72b0"}
+    for ax, task in zip(axes[0], tasks):
+        metric = METRIC[task]
+        for i, arch in enumerate(ARCHS):
+            hit = results.find(arch=arch, task=task)
+            st = hit.metrics.get(results.split, {}).get(metric) if hit else None
+            if st is None:
+                continue
+            seed_bar(ax, i, st, colors[arch])
+        base = baseline(results, task)
+        if task == "adding":
+            ax.axhline(base, color="k", ls="--", lw=0.8, label=f"predict 1 ({base:.3f})")
+            ax.axhline(PLATEAU_FRACTION * base, color="#c44e52", ls=":", lw=0.8,
+                       label=f"{PLATEAU_FRACTION} x baseline")
+            ax.set_yscale("log")
+            ax.set_title("adding T=200")
+        else:
+            ax.axhline(base, color="k", ls="--", lw=0.8, label=f"majority ({base:.3f})")
+            ax.axhline(base + MAJORITY_MARGIN, color="#c44e52", ls=":", lw=0.8, label="majority + 10 pts")
+            ax.set_ylim(0, 1)
+            ax.set_title("ListOps-mini")
+        ax.set_xticks(range(len(ARCHS)), ARCHS)
+        ax.set_ylabel(f"{results.split} {metric}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, plt, path)
+
+
+# ----- scales ----------------------------------------------------------------------------------------------------
+
+_QUIET = {"progress": False, "tensorboard": False}
+SMALL_ADDING_STEPS = 4000
+SMALL_LISTOPS_STEPS = 3000
+_ADDING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 32, "clip_norm": None, **_QUIET}
+_LISTOPS = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.04, "schedule": "cosine", "batch_size": 32,
+            "clip_norm": None, **_QUIET}
+_TINY_LISTOPS = {"max_depth": 3, "max_args": 3, "min_length": 4, "max_length": 30, "n_train": 64, "n_valid": 32,
+                 "n_test": 32}
+
+
+def _tiny_grid() -> list[Entry]:
+    sizes = {"s5_width": 8, "s5_layers": 1, "s5_state": 4, "s5_blocks": 2, "lstm_hidden": 8,
+             "transformer": {"n_layers": 1, "d_model": 8, "n_heads": 2}}
+    return (entries("adding", {"seq_len": 20, "n_valid": 32, "n_test": 32},
+                    {**_ADDING, "steps": 4, "eval_every": 2, "batch_size": 8}, {"ssm_lr": 2e-3}, **sizes)
+            + entries("listops", _TINY_LISTOPS, {**_LISTOPS, "steps": 4, "eval_every": 2, "batch_size": 8},
+                      {"ssm_lr": 1e-3}, **sizes))
+
+
+def _small_grid() -> list[Entry]:
+    return (entries("adding", {"seq_len": 200}, {**_ADDING, "steps": SMALL_ADDING_STEPS, "eval_every": 250},
+                    {"ssm_lr": 2e-3})
+            + entries("listops", {}, {**_LISTOPS, "steps": SMALL_LISTOPS_STEPS, "warmup_steps": 300,
+                                      "eval_every": 250}, {"ssm_lr": 1e-3}))
+
+
+def _paper_grid() -> list[Entry]:
+    lra = {"max_depth": 10, "max_args": 10, "min_length": 500, "max_length": 2000, "n_train": 96000}
+    # official ListOps run (§5.6): 8 x H128, P=16, J=8, batch 50, 40 epochs, ssm_lr 1e-3, lr_factor 3, wd 0.04
+    lra_train = {**_LISTOPS, "batch_size": 50, "steps": 40 * 96000 // 50, "warmup_steps": 96000 // 50,
+                 "eval_every": 96000 // 50}
+    sizes = {"s5_width": 128, "s5_layers": 8, "s5_state": 16, "s5_blocks": 8, "lstm_hidden": 256,
+             "transformer": {"n_layers": 4, "d_model": 128, "n_heads": 4}}
+    return (entries("adding", {"seq_len": 200}, {**_ADDING, "steps": 20000, "eval_every": 500}, {"ssm_lr": 2e-3})
+            + entries("listops", lra, lra_train, {"ssm_lr": 1e-3}, **sizes))
+
+
+CARD = register_experiment(ExperimentCard(
+    name="s5",
+    title="S5 vs LSTM vs transformer on adding T=200 and ListOps-mini",
+    paper="Smith, Warrington & Linderman, Simplified State Space Layers for Sequence Modeling (ICLR 2023, "
+          "arXiv 2208.04933)",
+    description="Three models at roughly equal parameter counts (S5 4 x H32, P=32, J=4: 13.1K / 17.9K; LSTM "
+                "h=40 / 44: 13.3K / 17.0K; causal transformer 2 x 24: 14.6K / 15.1K) on adding T=200 (test MSE; "
+                "predicting 1 gives 1/6) and ListOps-mini (depth 6, 5 arguments, 50 < length < 300; test "
+                "accuracy; majority class 12.3%). Test metric at the best validation checkpoint.",
+    grid=_paper_grid,
+    metric="accuracy",
+    split="test",
+    scales={
+        "tiny": Scale(train=_QUIET, seeds=(0,), grid=_tiny_grid,
+                      note="plumbing only: adding T=20 and a depth-3 ListOps, 4 steps, width 8."),
+        "small": Scale(train=_QUIET, seeds=(0,), grid=_small_grid, workers=1,
+                       note=f"adding T=200: {SMALL_ADDING_STEPS} Adam steps (lr 2e-3, batch 32, no clipping, fresh "
+                            f"sequences each step). ListOps-mini (20k/2k/2k): {SMALL_LISTOPS_STEPS} AdamW steps "
+                            "(lr 3e-3, wd 0.04, S5 ssm_lr 1e-3 without wd; 300 warm-up steps, cosine; batch 32, "
+                            "about 4.8 epochs)."),
+        "paper": Scale(train=_QUIET, seeds=(0, 1, 2), grid=None, workers=1,
+                       note="adding T=200 for 20k steps; LRA ListOps (depth 10, 10 arguments, 500 < length < "
+                            "2000, 96k training expressions) with the official S5 ListOps settings (8 x H128, "
+                            "P=16, J=8, batch 50, 40 epochs) and width-matched baselines. Defined, not run."),
+    },
+    claims=[
+        Claim("s5_leaves_adding_plateau", f"S5 leaves the adding T=200 plateau within the small budget: test MSE "
+              f"< {PLATEAU_FRACTION} x the trivial baseline's (predict 1: 1/6).", _check_s5_leaves),
+        Claim("lstm_stays_on_adding_plateau", "The parameter-matched LSTM does not leave the adding T=200 plateau "
+              f"within the same budget (test MSE >= {PLATEAU_FRACTION} x baseline).", _check_lstm_stays),
+        Claim("s5_beats_listops_majority", "S5 beats the majority class on ListOps-mini by at least "
+              f"{MAJORITY_MARGIN * 100:.0f} points of test accuracy.", _check_majority),
+        Claim("s5_beats_lstm_on_listops", "S5 has a higher test accuracy than the LSTM on ListOps-mini.",
+              _check_beats_lstm),
+    ],
+    plots=[Plot("bars", _draw, "Left: adding T=200 test MSE (log scale; dashed: predict-1 baseline, dotted: 0.5 x "
+                               "baseline). Right: ListOps-mini test accuracy (dashed: majority class, dotted: "
+                               "majority + 10 points). Dots: seeds.")],
+))

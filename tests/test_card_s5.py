@@ -1,0 +1,107 @@
+"""Card ``s5``: parameter counts, grid shape, claim predicates on fabricated results, a tiny reproduce."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
+from seqzoo.experiments.cards import s5
+from seqzoo.experiments.registry import get_experiment
+from seqzoo.models import create_model
+
+ADDING_BASE = 1.0 / 6.0
+
+
+def _claim(name: str):
+    return next(c for c in get_experiment("s5").claims if c.name == name)
+
+
+def _results(adding: dict[str, float | list[float]], listops: dict[str, float | list[float]]) -> Results:
+    """Fabricated results: adding cells carry ``mse``, ListOps cells ``accuracy`` (values per seed)."""
+    out = []
+    for task, per, metric in (("adding", adding, "mse"), ("listops", listops, "accuracy")):
+        for arch, v in per.items():
+            vals = v if isinstance(v, list) else [v]
+            entry = Entry(model=arch, task=task, labels={"arch": arch, "task": task})
+            out.append(EntryResult(entry, {"test": {metric: Stat.of(vals)}}, seeds=list(range(len(vals)))))
+    return Results(out, "accuracy", "test")
+
+
+@pytest.mark.parametrize("task", s5.TASKS)
+def test_param_counts_are_matched(task: str) -> None:
+    d = {"adding": {"d_input": 2, "d_output": 1}, "listops": {"vocab_size": 16, "d_input": None, "d_output": 10}}[task]
+    counts = {}
+    for arch, (preset, args) in s5.model_configs(task).items():
+        model = create_model(preset, **d, **args)
+        counts[arch] = sum(p.numel() for p in model.parameters())
+    expected = {"adding": {"s5": 13121, "lstm": 13281, "transformer": 14593},
+                "listops": {"s5": 17930, "lstm": 16994, "transformer": 15130}}[task]
+    assert counts == expected  # the numbers the card's docstring and description state
+    assert max(counts.values()) / min(counts.values()) < 1.2
+
+
+def test_grid_shape() -> None:
+    card = get_experiment("s5")
+    small = card.entries("small")
+    assert sorted((e.labels["task"], e.labels["arch"]) for e in small) == sorted(
+        (t, a) for t in s5.TASKS for a in s5.ARCHS)
+    for e in small:
+        assert ("ssm_lr" in e.train) == (e.labels["arch"] == "s5")
+        if e.labels["task"] == "adding":
+            assert e.task_args == {"seq_len": 200} and e.train["steps"] == s5.SMALL_ADDING_STEPS
+        else:
+            assert e.task_args == {} and e.train["steps"] == s5.SMALL_LISTOPS_STEPS
+    s5_lo = next(e for e in small if e.labels == {"arch": "s5", "task": "listops"})
+    assert s5_lo.model == "s5_bidir" and s5_lo.model_args["decoder"] == "mean"
+    s5_add = next(e for e in small if e.labels == {"arch": "s5", "task": "adding"})
+    assert s5_add.model == "s5" and s5_add.model_args["decoder"] == "last"
+    paper = card.entries("paper")
+    assert any(e.task_args.get("max_length") == 2000 for e in paper)
+    with pytest.raises(ValueError, match="task must be one of"):
+        s5.model_configs("copy")
+
+
+def test_adding_claims() -> None:
+    leaves, stays = _claim("s5_leaves_adding_plateau"), _claim("lstm_stays_on_adding_plateau")
+    good = _results({"s5": 0.01, "lstm": 0.17, "transformer": 0.16}, {})
+    out = leaves.evaluate(good)
+    assert out.held is True and out.numbers["baseline"] == pytest.approx(ADDING_BASE, abs=1e-4)
+    assert out.numbers["threshold"] == pytest.approx(0.5 * ADDING_BASE, abs=1e-4)
+    assert stays.evaluate(good).held is True
+    # one S5 seed still on the plateau pulls the mean over 0.5 x baseline; the LSTM learned
+    bad = _results({"s5": [0.01, 0.17], "lstm": 0.05}, {})
+    out = leaves.evaluate(bad)
+    assert out.held is False and out.numbers["s5_seeds"] == [0.01, 0.17]
+    assert stays.evaluate(bad).held is False
+    # just under / at the threshold
+    assert leaves.evaluate(_results({"s5": 0.083, "lstm": 0.0834}, {})).held is True
+    assert stays.evaluate(_results({"s5": 0.083, "lstm": 0.0834}, {})).held is True
+
+
+def test_listops_claims() -> None:
+    majority, beats = _claim("s5_beats_listops_majority"), _claim("s5_beats_lstm_on_listops")
+    base = s5.baseline(_results({}, {"s5": 0.5}), "listops")
+    assert base == pytest.approx(0.123, abs=0.002)  # spec §6.6 mini setting, measured: 12.3%
+    good = _results({}, {"s5": base + 0.15, "lstm": base + 0.05, "transformer": base})
+    out = majority.evaluate(good)
+    assert out.held is True and out.numbers["majority"] == pytest.approx(base, abs=1e-4)
+    assert beats.evaluate(good).held is True
+    bad = _results({}, {"s5": base + 0.09, "lstm": base + 0.2})
+    assert majority.evaluate(bad).held is False
+    assert beats.evaluate(bad).held is False
+
+
+def test_missing_results_are_undecided() -> None:
+    only_adding = _results({"s5": 0.01}, {})
+    verdicts = {c.name: r.held for c, r in get_experiment("s5").evaluate(only_adding)}
+    assert verdicts == {"s5_leaves_adding_plateau": True, "lstm_stays_on_adding_plateau": None,
+                        "s5_beats_listops_majority": None, "s5_beats_lstm_on_listops": None}
+
+
+def test_tiny_reproduce(tmp_path) -> None:
+    from seqzoo.experiments.runner import reproduce
+
+    report = reproduce("s5", scale="tiny", out=tmp_path, workers=1, progress=False, echo=None)
+    assert not report.failures and report.runs_total == 6
+    assert all(r.held is not None for _, r in report.claims)  # every cell trained: every claim is decided
+    assert (report.out_dir / "bars.png").is_file()
