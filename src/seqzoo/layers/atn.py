@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers.norms import NormState, RecurrentNorm, register_recurrent_norm
+from seqzoo.ops.ln_lstm_recurrence import SiteNorm
 from seqzoo.ops.window_norm import window_init_state, window_moments_step
 
 
@@ -41,6 +42,9 @@ class AssortedTimeNorm(RecurrentNorm):
         if self.weight is not None:
             y = y * self.weight + self.bias
         return y, state
+
+    def fused_site(self) -> SiteNorm | None:
+        return SiteNorm(self.k, self.weight, self.bias, self.eps) if type(self) is AssortedTimeNorm else None
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, k={self.k}, eps={self.eps}"

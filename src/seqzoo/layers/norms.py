@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from seqzoo.ops.ln_lstm_recurrence import SiteNorm
 from seqzoo.registry_utils import Registry, check_kwargs
 
 NormState = tuple[Tensor, ...]
@@ -37,6 +38,13 @@ class RecurrentNorm(nn.Module):
 
     def forward(self, a: Tensor, state: NormState = ()) -> tuple[Tensor, NormState]:  # pragma: no cover
         raise NotImplementedError
+
+    def fused_site(self) -> SiteNorm | None:
+        """This norm as a (windowed) LayerNorm the fused LSTM loop implements, or None (generic loop).
+
+        A subclass that changes ``forward`` must override this too.
+        """
+        return None
 
 
 class IdentityNorm(RecurrentNorm):
@@ -64,6 +72,9 @@ class LayerNormSite(RecurrentNorm):
 
     def forward(self, a: Tensor, state: NormState = ()) -> tuple[Tensor, NormState]:
         return nn.functional.layer_norm(a, (self.num_features,), self.weight, self.bias, self.eps), state
+
+    def fused_site(self) -> SiteNorm | None:
+        return SiteNorm(None, self.weight, self.bias, self.eps) if type(self) is LayerNormSite else None
 
 
 NORMS: Registry[Callable[..., RecurrentNorm]] = Registry("recurrent normalization")

@@ -3,7 +3,8 @@
 The input projection of all steps is one matrix multiply before the loop; the loop iterates
 over ``unbind(1)`` (indexing a grad-requiring tensor per step makes backward quadratic); padded
 steps (mask False) carry the state unchanged, so the final state is the state after each
-sequence's last real token. A cell may offer a fused ``sequence`` path, used when it applies.
+sequence's last real token. A cell may offer a fused ``sequence`` path, used when it applies, or a
+fused ``sequence_inputs`` path that also does the input projection (chunk by chunk).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Recurrent(SequenceLayer):
         check_input(x, self.d_model, who)
         mask = check_mask(mask, x, who)
         state = self._check_state(state, x)
+        fast = self.cell.sequence_inputs(x, state, mask)
+        if fast is not None:
+            return fast
         xp = self.cell.project_inputs(x)
         fast = self.cell.sequence(xp, state, mask)
         if fast is not None:

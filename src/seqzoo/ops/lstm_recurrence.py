@@ -77,6 +77,27 @@ def _gate_scale(hidden: int, like: Tensor) -> Tensor:
     return d
 
 
+def _backward_buffers(hs: Tensor, grad_ys: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None,
+                      need_w: bool, need_b: bool) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None, Tensor | None]:
+    """Start of a hand-written BPTT over time-major ``hs`` (L+1, B, H): ``(dh per step, dc, dW_hh, db_hh)``.
+
+    The dh buffer holds the output gradient of every step (plus ``grad_h`` at the last); the backward loop
+    accumulates the recurrent term into it in place.
+    """
+    seq_len, hidden = hs.shape[0] - 1, hs.shape[2]
+    dh_buf = hs.new_empty(seq_len, hs.shape[1], hidden)
+    if grad_ys is not None:
+        dh_buf.copy_(grad_ys.transpose(0, 1))
+    else:
+        dh_buf.zero_()
+    if grad_h is not None:
+        dh_buf[seq_len - 1].add_(grad_h)
+    dc = grad_c.clone() if grad_c is not None else torch.zeros_like(hs[0])
+    grad_w = hs.new_zeros(4 * hidden, hidden) if need_w else None
+    grad_b = hs.new_zeros(4 * hidden) if need_b else None
+    return dh_buf.unbind(0), dc, grad_w, grad_b
+
+
 def _time_major_mask(mask: Tensor | None) -> Tensor | None:
     return mask.t().unsqueeze(-1).contiguous() if mask is not None else None  # (L, B, 1)
 
@@ -156,19 +177,8 @@ def _backward_core(
     h2, h3 = 2 * hidden, 3 * hidden
     one = torch.ones((), dtype=hs.dtype, device=hs.device)
     minus_one = -one
-    # dh buffer (time-major): the output gradient, accumulated in place with the recurrent term.
-    dh_buf = hs.new_empty(seq_len, bsz, hidden)
-    if grad_ys is not None:
-        dh_buf.copy_(grad_ys.transpose(0, 1))
-    else:
-        dh_buf.zero_()
-    if grad_h is not None:
-        dh_buf[seq_len - 1].add_(grad_h)
-    dh_steps = dh_buf.unbind(0)
-    dc = grad_c.clone() if grad_c is not None else torch.zeros_like(hs[0])
+    dh_steps, dc, grad_w, grad_b = _backward_buffers(hs, grad_ys, grad_h, grad_c, need_w, need_b)
     dh: Tensor | None = dh_steps[seq_len - 1]
-    grad_w = hs.new_zeros(four_h, hidden) if need_w else None
-    grad_b = hs.new_zeros(four_h) if need_b else None
     q_work = hs.new_empty(chunks[0].shape)  # one chunk of dgates, reused (the first chunk is the longest)
 
     for k in range(len(chunks) - 1, -1, -1):

@@ -139,5 +139,9 @@ class RecurrentCell(nn.Module):
         """Optional fused path over a whole projected sequence; None means use the generic loop."""
         return None
 
+    def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
+        """Optional fused path over a whole raw input sequence (projection included); None: ``sequence``."""
+        return None
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, norm={self.norm_kind!r}"

@@ -3,6 +3,10 @@
 Norm sites (LN-LSTM layout of Ba et al. 2016): ``x`` on ``W_ih x_t + b_ih``, ``h`` on
 ``W_hh h_{t-1} + b_hh`` (each over all 4H gate pre-activations jointly), and ``c`` on the cell
 state before the output tanh (the carried ``c_t`` stays un-normalized).
+
+Fast paths: with no norm, ``ops.lstm_recurrence.lstm_sequence``; when every site is a LayerNorm or
+an ATN window (``RecurrentNorm.fused_site``), ``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only
+without padding and with window states that do not require grad; otherwise the generic loop).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.layers.cells.base import RecurrentCell, State
+from seqzoo.ops.ln_lstm_recurrence import norm_lstm_sequence
 from seqzoo.ops.lstm_recurrence import lstm_sequence
 
 
@@ -33,6 +38,43 @@ class LSTMCell(RecurrentCell):
 
     def sequence(self, xp: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
         if not self.plain:
-            return None
+            return self._normed_sequence(xp, state, mask)
         hs, h, c = lstm_sequence(xp, state[0], state[1], self.weight_hh, self.bias_hh, mask)
         return hs, (h, c)
+
+    def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
+        """LN/ATN cells: the fused loop with the input projection inside (None for subclasses changing the math)."""
+        cls = type(self)
+        if (self.plain or cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
+                or cls.project_inputs is not RecurrentCell.project_inputs):
+            return None
+        return self._normed_sequence(x, state, mask, project=True)
+
+    def _normed_sequence(self, xp: Tensor, state: State, mask: Tensor | None,
+                         project: bool = False, matmul_dtype: torch.dtype | None = None
+                         ) -> tuple[Tensor, State] | None:
+        """The fused LN/ATN loop when every site allows it (see the module docstring), else None.
+
+        ``project``: ``xp`` is the raw input and the projection ``W_ih x + b_ih`` is done inside. Under CPU
+        autocast to bfloat16 the loop's GEMMs run in bfloat16 (``matmul_dtype``), the rest in float32.
+        """
+        specs = {site: self.norms[site].fused_site() for site in self.norm_site_names}
+        if any(spec is None for spec in specs.values()):
+            return None
+        core, sites = self.split_state(state)
+        if any(spec.window is not None for spec in specs.values()) and mask is not None:
+            return None
+        if any(t.requires_grad for st in sites.values() for t in st):
+            return None
+        if torch.is_autocast_enabled(xp.device.type):  # norms, gates and c in the weights' dtype; bf16 GEMMs
+            dtype = self.weight_hh.dtype
+            bf16 = xp.device.type == "cpu" and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            with torch.autocast(xp.device.type, enabled=False):
+                return self._normed_sequence(xp.to(dtype), tuple(s.to(dtype) if s.is_floating_point() else s
+                                                                 for s in state), mask, project,
+                                             torch.bfloat16 if bf16 else matmul_dtype)
+        w_ih, b_ih = (self.weight_ih, self.bias_ih) if project else (None, None)
+        hs, h, c, new_sites = norm_lstm_sequence(xp, core[0], core[1], self.weight_hh, self.bias_hh, specs, mask,
+                                                 sites, weight_ih=w_ih, bias_ih=b_ih, matmul_dtype=matmul_dtype)
+        sites.update(new_sites)
+        return hs, self.join_state((h, c), sites)

@@ -1,0 +1,154 @@
+"""The fused LN/ATN LSTM loop (``ops.ln_lstm_recurrence``) against its autograd reference twin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seqzoo
+from seqzoo.ops import ln_lstm_recurrence as M
+from seqzoo.ops.ln_lstm_recurrence import SiteNorm, norm_lstm_sequence, norm_lstm_sequence_reference
+from seqzoo.ops.window_norm import window_init_state
+
+B, I, H = 3, 5, 4
+DT = torch.float64
+
+
+def _setup(kind: str, seq_len: int, project: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=DT).requires_grad_()
+
+    x = r(B, seq_len, I if project else 4 * H)
+    w = {"weight_hh": r(4 * H, H), "bias_hh": r(4 * H), "h0": r(B, H), "c0": r(B, H)}
+    proj = {"weight_ih": r(4 * H, I), "bias_ih": r(4 * H)} if project else {}
+    win = {"ln": None, "atn": 3, "mixed": 2}[kind]
+    norms = {"x": SiteNorm(win, r(4 * H), r(4 * H)), "h": SiteNorm(None if kind == "mixed" else win, r(4 * H),
+                                                                      r(4 * H)),
+             "c": SiteNorm(win, r(H), r(H))}
+    return x, w, proj, norms
+
+
+def _params(x, w, proj, norms):
+    return [x, *w.values(), *proj.values(), *(t for n in norms.values() for t in (n.weight, n.bias))]
+
+
+def _run(fn, x, w, proj, norms, mask=None, states=None):
+    hs, h, c, st = fn(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms, mask, states, **proj)
+    weights = torch.linspace(-1, 1, hs.numel(), dtype=DT).view_as(hs)
+    loss = (hs * weights).sum() + (h ** 2).sum() + 0.3 * c.sum()
+    grads = torch.autograd.grad(loss, _params(x, w, proj, norms))
+    return (hs.detach(), h.detach(), c.detach()), grads, st
+
+
+@pytest.fixture(params=[False, True], ids=["whole-chunk", "2-step-chunks"])
+def small_chunks(request, monkeypatch):
+    if request.param:  # force chunks of about two steps so chunk boundaries are crossed
+        budget = 2 * B * (2 * 4 * H + H) * 8
+        monkeypatch.setattr(M, "_TRAIN_CHUNK_BYTES", budget)
+        monkeypatch.setattr(M, "_INFER_CHUNK_BYTES", budget)
+    return request.param
+
+
+@pytest.mark.parametrize("kind", ["ln", "atn", "mixed"])
+@pytest.mark.parametrize("project", [False, True], ids=["projected", "raw-input"])
+def test_fast_equals_reference(kind, project, small_chunks):
+    x, w, proj, norms = _setup(kind, 9, project)
+    ref = _run(norm_lstm_sequence_reference, x, w, proj, norms)
+    fast = _run(norm_lstm_sequence, x, w, proj, norms)
+    for a, b in zip(ref[0], fast[0]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    for a, b in zip(ref[1], fast[1]):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    assert sorted(ref[2]) == sorted(fast[2])
+    for site in ref[2]:
+        for a, b in zip(ref[2][site], fast[2][site]):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+
+def test_layernorm_with_padding(small_chunks):
+    x, w, proj, norms = _setup("ln", 9, True)
+    mask = torch.ones(B, 9, dtype=torch.bool)
+    mask[0, 6:] = False
+    mask[1, 2:] = False
+    ref = _run(norm_lstm_sequence_reference, x, w, proj, norms, mask)
+    fast = _run(norm_lstm_sequence, x, w, proj, norms, mask)
+    for a, b in zip((*ref[0], *ref[1]), (*fast[0], *fast[1])):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+
+def test_atn_incoming_window_states_and_no_grad(small_chunks):
+    """A carried (non-fresh) ATN window, and the inference path that keeps nothing for backward."""
+    x, w, proj, norms = _setup("atn", 8, True)
+    _, _, _, st = norm_lstm_sequence_reference(x[:, :4], w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms,
+                                               weight_ih=proj["weight_ih"], bias_ih=proj["bias_ih"])
+    st = {k: tuple(t.detach() for t in v) for k, v in st.items()}
+    ref = _run(norm_lstm_sequence_reference, x, w, proj, norms, states=st)
+    fast = _run(norm_lstm_sequence, x, w, proj, norms, states=st)
+    for a, b in zip((*ref[0], *ref[1]), (*fast[0], *fast[1])):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    with torch.no_grad():
+        hs, h, c, out = norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms, None, st,
+                                           **proj)
+    torch.testing.assert_close(hs, ref[0][0])
+    torch.testing.assert_close(c, ref[0][2])
+    for site in ref[2]:
+        for a, b in zip(ref[2][site], out[site]):
+            torch.testing.assert_close(b, a.detach())
+
+
+def test_float32_close_to_reference():
+    torch.manual_seed(1)
+    x = torch.randn(4, 40, 4 * 16)
+    weight_hh, bias_hh = torch.randn(64, 16) * 0.3, torch.randn(64)
+    h0, c0 = torch.zeros(4, 16), torch.zeros(4, 16)
+    norms = {"h": SiteNorm(None, torch.ones(64), torch.zeros(64)), "c": SiteNorm(None, torch.ones(16), None)}
+    a = norm_lstm_sequence_reference(x, h0, c0, weight_hh, bias_hh, norms)[0]
+    b = norm_lstm_sequence(x, h0, c0, weight_hh, bias_hh, norms)[0]
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input_errors():
+    x, w, proj, norms = _setup("atn", 5, False)
+    with pytest.raises(ValueError, match="sites 'h', 'c'"):
+        norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], {"h": norms["h"]})
+    with pytest.raises(ValueError, match="no mask"):
+        norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms,
+                           torch.ones(B, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(batch, seq_len>0, 16\)"):
+        norm_lstm_sequence(x[..., :5], w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms)
+    states = {"h": tuple(t.requires_grad_() if t.is_floating_point() else t for t in window_init_state(B, 3, dtype=DT))}
+    with pytest.raises(ValueError, match="must not require grad"):
+        norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms, None, states)
+
+
+@pytest.mark.parametrize("norm", ["layer", "atn"])
+def test_cell_takes_fused_path_and_matches_generic_loop(norm, monkeypatch):
+    """``seqzoo.LSTM(norm=...)`` uses the fused loop and gives the generic loop's outputs and gradients."""
+    torch.manual_seed(0)
+    layer = seqzoo.LSTM(6, 8, norm=norm).double()
+    x = torch.randn(2, 11, 6, dtype=DT, requires_grad=True)
+    calls = []
+    real = M.norm_lstm_sequence
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    import seqzoo.layers.cells.lstm as lstm_mod
+
+    monkeypatch.setattr(lstm_mod, "norm_lstm_sequence", spy)
+    y_fast, _ = layer(x)
+    g_fast = torch.autograd.grad(y_fast.square().sum(), [x, *layer.parameters()])
+    assert calls, "the fused loop was not used"
+    cell = layer.cell if hasattr(layer, "cell") else next(m for m in layer.modules() if hasattr(m, "sequence_inputs"))
+    monkeypatch.setattr(type(cell), "sequence_inputs", lambda self, *a: None)
+    monkeypatch.setattr(type(cell), "sequence", lambda self, *a: None)
+    calls.clear()
+    y_ref, _ = layer(x)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [x, *layer.parameters()])
+    assert not calls
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
