@@ -28,6 +28,7 @@ def window_init_state(batch_size: int, k: int, *, device=None, dtype=None) -> Wi
 def window_moments_step(a: Tensor, state: WindowState, k: int) -> tuple[Tensor, Tensor, WindowState]:
     """Push ``a (B, F)`` into the window; return per-sample ``(mean, var)`` of the window and the new state."""
     ring, sums, t = state
+    a = a.to(ring.dtype)  # the window keeps its sums in its own (float32) dtype, also under bf16 autocast
     x = torch.stack([a.sum(-1), (a * a).sum(-1)], -1)  # (B, 2): this step's Σa and Σa²
     slot = (t % k).view(-1, 1, 1).expand(-1, 2, 1)
     sums = sums - ring.gather(2, slot).squeeze(-1) + x  # the step leaving the window goes out, this one in
