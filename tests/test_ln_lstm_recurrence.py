@@ -152,3 +152,21 @@ def test_cell_takes_fused_path_and_matches_generic_loop(norm, monkeypatch):
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("norm", ["layer", "atn"])
+def test_bf16_autocast_forward_and_step(norm):
+    """Under CPU bf16 autocast the fused loop and ``step`` run (ATN window sums stay float32) and stay close."""
+    torch.manual_seed(0)
+    layer = seqzoo.LSTM(6, 8, norm=norm).recurrent_l0
+    x = torch.randn(2, 5, 6)
+    ref, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = layer(x)
+        state = None
+        steps = []
+        for t in range(5):
+            h, state = layer.step(x[:, t], state)
+            steps.append(h)
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(torch.stack(steps, 1).float(), ref, rtol=0.05, atol=0.05)
