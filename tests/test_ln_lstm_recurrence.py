@@ -7,11 +7,22 @@ import torch
 
 import seqzoo
 from seqzoo.ops import ln_lstm_recurrence as M
+from seqzoo.ops import native_kernels
 from seqzoo.ops.ln_lstm_recurrence import SiteNorm, norm_lstm_sequence, norm_lstm_sequence_reference
 from seqzoo.ops.window_norm import window_init_state
 
 B, I, H = 3, 5, 4
 DT = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["native", "torch-ops"])
+def step_backend(request):
+    """Every test runs twice: with the C step kernel (``csrc/norm_lstm_step.cpp``) and with the torch-op loop."""
+    if request.param == "native" and native_kernels.load("norm_lstm_step") is None:
+        pytest.skip("the C++ step kernel could not be built here (no compiler?)")
+    native_kernels.set_enabled(request.param == "native")
+    yield request.param
+    native_kernels.set_enabled(None)
 
 
 def _setup(kind: str, seq_len: int, project: bool, seed: int = 0):
@@ -107,6 +118,36 @@ def test_float32_close_to_reference():
     a = norm_lstm_sequence_reference(x, h0, c0, weight_hh, bias_hh, norms)[0]
     b = norm_lstm_sequence(x, h0, c0, weight_hh, bias_hh, norms)[0]
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ln", "atn"])
+def test_float32_gradients_close_to_float64_reference(kind):
+    """The float32 fast path (oneDNN GEMMs, C step kernel or torch ops) against the float64 reference twin."""
+    g = torch.Generator().manual_seed(3)
+    bsz, seq_len, d_in, hidden = 5, 37, 12, 24
+    x = torch.randn(bsz, seq_len, d_in, generator=g)
+    params = {"weight_ih": torch.randn(4 * hidden, d_in, generator=g) * 0.3, "bias_ih": torch.randn(4 * hidden,
+                                                                                                  generator=g) * 0.1}
+    w_hh, b_hh = torch.randn(4 * hidden, hidden, generator=g) * 0.2, torch.randn(4 * hidden, generator=g) * 0.1
+    win = None if kind == "ln" else 4
+    aff = {s: (1 + 0.1 * torch.randn(f, generator=g), 0.1 * torch.randn(f, generator=g))
+           for s, f in (("x", 4 * hidden), ("h", 4 * hidden), ("c", hidden))}
+
+    def run(fn, dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, params["weight_ih"], params["bias_ih"], w_hh, b_hh)]
+        norm_leaves = {s: (w.to(dtype).requires_grad_(), b.to(dtype).requires_grad_()) for s, (w, b) in aff.items()}
+        norms = {s: SiteNorm(win, *wb) for s, wb in norm_leaves.items()}
+        h0 = torch.zeros(bsz, hidden, dtype=dtype)
+        hs, h, c, _ = fn(leaves[0], h0, h0, leaves[3], leaves[4], norms, weight_ih=leaves[1], bias_ih=leaves[2])
+        loss = (hs * torch.linspace(-1, 1, hs.numel(), dtype=dtype).view_as(hs)).sum() + c.sum()
+        all_leaves = leaves + [t for wb in norm_leaves.values() for t in wb]
+        return hs.detach().double(), [t.double() for t in torch.autograd.grad(loss, all_leaves)]
+
+    ref_hs, ref_grads = run(norm_lstm_sequence_reference, torch.float64)
+    hs, grads = run(norm_lstm_sequence, torch.float32)
+    torch.testing.assert_close(hs, ref_hs, rtol=0, atol=2e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-4 * max(1.0, want.abs().max().item()))
 
 
 def test_bad_input_errors():

@@ -7,9 +7,20 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqzoo.ops.lstm_recurrence as lr
+from seqzoo.ops import gemm
 from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence, lstm_sequence_reference
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
+
+
+@pytest.fixture(autouse=True, params=["onednn", "aten"])
+def gemm_backend(request):
+    """Every test runs with the oneDNN GEMM route (float32) and with ATen's own mm."""
+    if request.param == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    gemm.set_backend(request.param)
+    yield request.param
+    gemm.set_backend(None)
 
 
 def _inputs(bsz, seq_len, hidden, dtype, *, bias=True, seed=0, grad=True):

@@ -25,6 +25,13 @@ Function with a hand-written backward through time (the same design as ``ops.lst
   factor) whose effect on the earlier steps of the window is a reverse running sum; ``dW_hh``, ``db_hh``
   and the norm gains and biases are one reduction per chunk.
 
+Per-step kernels: on CPU in float32/float64 the per-step pointwise work above runs in one C call a step
+(``csrc/norm_lstm_step.cpp``, built and cached by ``ops.native_kernels``): forward the site statistics, gates,
+cell update and output; backward the gate derivatives from the saved activations, both site backwards (with
+their gain/bias gradients accumulated in place) and the padding pass-through. Python keeps the chunking, every
+GEMM (``ops.gemm``: oneDNN) and the per-chunk reductions; without a compiler (or with ``SEQZOO_NATIVE=0``) the
+torch-op loop described above runs instead, with the same results. Both are tested against the reference twin.
+
 Limits (the caller falls back to the generic loop): ATN sites take no ``mask``, and gradients do not flow
 into or out of the ATN window states (``h_state``/``c_state`` must not require grad; the returned states
 are detached) — the spec resets windows per batch and per BPTT segment, so nothing crosses them. The
@@ -33,6 +40,7 @@ variance clamp at 0 of the reference is not differentiated (only matters for a c
 
 from __future__ import annotations
 
+import ctypes
 from typing import NamedTuple
 
 import torch
@@ -40,6 +48,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from seqzoo.ops import native_kernels
+from seqzoo.ops.gemm import addmm_into, linear, mm, mm_into
 from seqzoo.ops.lstm_recurrence import _backward_buffers, _chunk_steps, _gate_scale, _time_major_mask
 from seqzoo.ops.window_norm import WindowState, window_init_state, window_moments_step
 
@@ -149,6 +159,19 @@ class _LNSite:
     def final_state(self) -> WindowState | None:
         return None
 
+    def native_cfg(self, seq_len: int, like: Tensor) -> _SiteCfg:
+        """The C kernel's view of this site; with ``keep`` the per-step (mean, rs) go to (L, B, 1) buffers."""
+        cfg = _site_cfg(0, 1, self.features[0], seq_len, self.norm, self.weight_f, self.bias_f, self)
+        if self.keep:
+            self.MU = like.new_empty(seq_len, like.shape[0], 1)
+            self.RS = like.new_empty(seq_len, like.shape[0], 1)
+            cfg.mu, cfg.rs = self.MU.data_ptr(), self.RS.data_ptr()
+        return cfg
+
+    def native_done(self) -> None:
+        if self.keep:
+            self.mu, self.rs = list(self.MU.unbind(0)), list(self.RS.unbind(0))
+
     # backward
     def begin_backward(self, like: Tensor) -> None:
         self.grad_w = torch.zeros_like(self.norm.weight) if self.norm.weight is not None else None
@@ -229,6 +252,15 @@ class _WindowSite:
         if self.bias_f is not None:
             return torch.addcmul(self.bias_f, z, self.weight_f)
         return z.mul(self.weight_f)
+
+    def native_cfg(self, seq_len: int, like: Tensor) -> _SiteCfg:
+        cfg = _site_cfg(1, self.k, self.features, seq_len, self.norm, self.weight_f, self.bias_f, self)
+        cfg.rs, cfg.E, cfg.W = self.RS.data_ptr(), self.E.data_ptr(), self.W.data_ptr()
+        cfg.IC, cfg.M = self.IC.data_ptr(), self.M.data_ptr()
+        return cfg
+
+    def native_done(self) -> None:
+        pass
 
     def final_state(self) -> WindowState:
         """The window after the last step, in ``ops.window_norm``'s ring layout (detached)."""
@@ -359,12 +391,11 @@ class _InputFill:
         bsz = xc.shape[1]
         flat = xc.view(n * bsz, -1)
         if self.lp is not None:  # bfloat16 GEMM, float32 result (plus the bias)
-            xp_lp = torch.mm(flat.to(self.lp), self.weight_ih_lp.t())
+            xp_lp = mm(flat.to(self.lp), self.weight_ih_lp.t())
             xp = (torch.add(self.bias_ih, xp_lp) if self.bias_ih is not None else xp_lp.to(flat.dtype))
             xp = xp.view(n, bsz, self.features)
         else:
-            xp = (torch.addmm(self.bias_ih, flat, self.weight_ih.t()) if self.bias_ih is not None
-                  else torch.mm(flat, self.weight_ih.t())).view(n, bsz, self.features)
+            xp = linear(flat, self.weight_ih, self.bias_ih).view(n, bsz, self.features)
         if self.keep and k_chunk is None and self.norm is not None:
             self.xp_chunks.append(xp)
         return xp
@@ -382,6 +413,9 @@ class _InputFill:
                 self.stats.append((mu, rs))
             return y
         k = self.k
+        y = xc if self.weight_ih is not None and not self.keep else torch.empty_like(xc)
+        if self._native_atn(xc, y, t0, n, "forward"):
+            return y
         e = self.E[k + t0:k + t0 + n]
         torch.sum(xc, -1, out=e[..., 0])
         torch.linalg.vecdot(xc, xc, out=e[..., 1])
@@ -392,12 +426,41 @@ class _InputFill:
         rs = torch.rsqrt(torch.clamp(m[..., 1:2] - mean * mean, min=0.0) + self.norm.eps)
         self.MEAN[t0:t0 + n] = mean
         self.RS[t0:t0 + n] = rs
-        y = xc if self.weight_ih is not None and not self.keep else torch.empty_like(xc)
         torch.sub(xc, self.MEAN[t0:t0 + n], out=y)
         y.mul_(self.RS[t0:t0 + n]).mul_(self.weight_f)
         if self.bias_f is not None:
             y.add_(self.bias_f)
         return y
+
+    def _native_atn(self, xc: Tensor, out: Tensor, t0: int, n: int, direction: str,
+                    dgates: Tensor | None = None) -> bool:
+        """Run this chunk's ATN forward (``out`` = y) or backward (``out`` = dx) in one C call, if available."""
+        lib = _native_lib(xc)
+        if lib is None or not xc.is_contiguous() or (dgates is not None and not dgates.is_contiguous()):
+            return False
+        assert self.norm is not None and self.k is not None
+        if not hasattr(self, "native_cfg"):
+            w = self.norm.weight
+            self.native_keep = (self.weight_f.detach().contiguous(),
+                                self.bias_f.detach().contiguous() if self.bias_f is not None else None,
+                                w.detach().contiguous() if w is not None else None)
+            wf, bf, wu = self.native_keep
+            self.native_cfg = _InputAtnCfg(B=xc.shape[1], F=self.features, k=self.k, eps=float(self.norm.eps),
+                                           E=self.E.data_ptr(), P=self.P.data_ptr(), IC=self.IC.data_ptr(),
+                                           MEAN=self.MEAN.data_ptr(), RS=self.RS.data_ptr(), wf=_ptr(wf), bf=_ptr(bf),
+                                           w=_ptr(wu))
+        cfg = self.native_cfg
+        cfg.n, cfg.t0, cfg.xc = n, t0, xc.data_ptr()
+        suffix = _NATIVE_DTYPES[xc.dtype]
+        if direction == "forward":
+            cfg.y = out.data_ptr()
+            getattr(lib, f"input_atn_forward_{suffix}")(ctypes.byref(cfg))
+            return True
+        assert dgates is not None
+        cfg.dg, cfg.dx, cfg.Q = dgates.data_ptr(), out.data_ptr(), self.Q.data_ptr()
+        cfg.gw, cfg.gb = _ptr(self.grad_w), _ptr(self.grad_b)
+        getattr(lib, f"input_atn_backward_{suffix}")(ctypes.byref(cfg))
+        return True
 
     def final_state(self) -> WindowState | None:
         if self.k is None:
@@ -445,14 +508,14 @@ class _InputFill:
         if self.lp is not None:
             flat_lp = flat.to(self.lp)
             if self.grad_x_tm is not None:
-                self.grad_x_tm[t0:t0 + n].view(n * bsz, d_in).copy_(torch.mm(flat_lp, self.weight_ih_lp))
+                self.grad_x_tm[t0:t0 + n].view(n * bsz, d_in).copy_(mm(flat_lp, self.weight_ih_lp))
             if self.grad_w_ih is not None:
-                self.grad_w_ih.add_(torch.mm(flat_lp.t(), self._input_chunk(t0, n).view(n * bsz, d_in).to(self.lp)))
+                self.grad_w_ih.add_(mm(flat_lp.t(), self._input_chunk(t0, n).view(n * bsz, d_in).to(self.lp)))
         else:
             if self.grad_x_tm is not None:
-                torch.mm(flat, self.weight_ih, out=self.grad_x_tm[t0:t0 + n].view(n * bsz, d_in))
+                mm_into(self.grad_x_tm[t0:t0 + n].view(n * bsz, d_in), flat, self.weight_ih)
             if self.grad_w_ih is not None:
-                self.grad_w_ih.addmm_(flat.t(), self._input_chunk(t0, n).view(n * bsz, d_in))
+                mm_into(self.grad_w_ih, flat.t(), self._input_chunk(t0, n).view(n * bsz, d_in), accumulate=True)
         if self.grad_b_ih is not None:
             self.grad_b_ih.add_(flat.sum(0))
 
@@ -470,6 +533,9 @@ class _InputFill:
                 self.grad_b.add_(db)
             return dx
         k = self.k
+        dx_native = torch.empty_like(xc)
+        if self._native_atn(xc, dx_native, t0, n, "backward", dgates):
+            return dx_native
         mean, rs = self.MEAN[t0:t0 + n], self.RS[t0:t0 + n]
         z = (xc - mean).mul_(rs)
         if self.grad_b is not None:
@@ -487,35 +553,172 @@ class _InputFill:
         return dx.addcmul_(xc, r[..., 1:2])
 
 
+# ----- native step kernels (csrc/norm_lstm_step.cpp) ----------------------------------------------
+_c_int, _c_ptr = ctypes.c_int32, ctypes.c_void_p
+
+
+class _SiteCfg(ctypes.Structure):
+    """Mirror of ``SiteCfg`` in ``csrc/norm_lstm_step.cpp`` (pointers to contiguous tensors of the loop dtype)."""
+
+    _fields_ = [("kind", _c_int), ("k", _c_int), ("F", _c_int), ("L", _c_int), ("eps", ctypes.c_double),
+                ("wf", _c_ptr), ("bf", _c_ptr), ("w", _c_ptr), ("mu", _c_ptr), ("rs", _c_ptr), ("E", _c_ptr),
+                ("W", _c_ptr), ("IC", _c_ptr), ("M", _c_ptr), ("DS", _c_ptr), ("R", _c_ptr), ("gw", _c_ptr),
+                ("gb", _c_ptr)]
+
+
+class _LoopCfg(ctypes.Structure):
+    """Mirror of ``LoopCfg``: the loop's buffers (chunk pointers are reset per chunk) and its two sites."""
+
+    _fields_ = [("B", _c_int), ("H", _c_int), ("has_mask", _c_int), ("pad", _c_int), ("hs", _c_ptr), ("cs", _c_ptr),
+                ("acts", _c_ptr), ("pre", _c_ptr), ("tcn", _c_ptr), ("mask", _c_ptr), ("q", _c_ptr), ("dcn", _c_ptr),
+                ("da", _c_ptr), ("dh", _c_ptr), ("dc", _c_ptr),
+                ("sh", _SiteCfg), ("sc", _SiteCfg)]
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None else None
+
+
+def _site_cfg(kind: int, k: int, features: int, seq_len: int, norm: SiteNorm, weight_f: Tensor,
+              bias_f: Tensor | None, owner) -> _SiteCfg:
+    # Contiguous copies are kept on the owner so the pointers stay valid for the whole call.
+    owner.native_w = norm.weight.detach().contiguous() if norm.weight is not None else None
+    owner.native_wf = weight_f.detach().contiguous()
+    owner.native_bf = bias_f.detach().contiguous() if bias_f is not None else None
+    return _SiteCfg(kind=kind, k=k, F=features, L=seq_len, eps=float(norm.eps), wf=_ptr(owner.native_wf),
+                    bf=_ptr(owner.native_bf), w=_ptr(owner.native_w))
+
+
+class _InputAtnCfg(ctypes.Structure):
+    """Mirror of ``InputAtnCfg``: the ATN input site of one chunk (forward and backward)."""
+
+    _fields_ = [("B", _c_int), ("F", _c_int), ("k", _c_int), ("n", _c_int), ("t0", _c_int), ("pad", _c_int),
+                ("eps", ctypes.c_double), ("xc", _c_ptr), ("y", _c_ptr), ("E", _c_ptr), ("P", _c_ptr), ("IC", _c_ptr),
+                ("MEAN", _c_ptr), ("RS", _c_ptr), ("wf", _c_ptr), ("bf", _c_ptr), ("dg", _c_ptr), ("dx", _c_ptr),
+                ("Q", _c_ptr), ("w", _c_ptr), ("gw", _c_ptr), ("gb", _c_ptr)]
+
+
+_NATIVE_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _native_lib(like: Tensor) -> ctypes.CDLL | None:
+    """The step-kernel library when it applies to this loop (CPU, float32/float64), else None."""
+    if like.device.type != "cpu" or like.dtype not in _NATIVE_DTYPES:
+        return None
+    return native_kernels.load("norm_lstm_step")
+
+
+def _forward_chunk_steps(h0: Tensor, keep: bool) -> int:
+    four_h = 4 * h0.shape[1]
+    return _chunk_steps(h0.shape[0], 2 * four_h + h0.shape[1], h0.element_size(),
+                        _TRAIN_CHUNK_BYTES if keep else _INFER_CHUNK_BYTES)
+
+
+def _forward_chunks(fill: _InputFill, h0: Tensor, seq_len: int, step: int, keep: bool,
+                    chunks: list[tuple[Tensor, Tensor, Tensor]], pre_in_inference: bool = True):
+    """Yield ``(t0, n, acts, pre, tcn)`` per chunk: the filled gate inputs and the (reused unless ``keep``) buffers.
+
+    With ``keep`` each chunk's buffers are new and appended to ``chunks`` for backward; ``pre`` (the recurrent
+    pre-activations) is only allocated in inference when ``pre_in_inference``.
+    """
+    bsz, hidden = h0.shape
+    four_h = 4 * hidden
+    work: tuple[Tensor, Tensor, Tensor] | None = None
+    for t0 in range(0, seq_len, step):
+        n = min(step, seq_len - t0)
+        if keep or work is None:
+            m_alloc = n if keep else min(step, seq_len)
+            gate_buf = h0.new_empty(m_alloc if fill.norm is None else 0, bsz, four_h)
+            pre_buf = h0.new_empty(m_alloc if keep or pre_in_inference else 0, bsz, four_h)
+            work = (gate_buf, pre_buf, h0.new_empty(m_alloc, bsz, hidden))
+        buf = fill.fill(t0, n, work[0][:n])
+        if not buf.is_contiguous():
+            buf = buf.contiguous()
+        pre, tcn = work[1][:n], work[2][:n]
+        if keep:
+            chunks.append((buf, pre, tcn))
+        yield t0, n, buf, pre, tcn
+
+
+def _forward_native(lib, fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
+                    site_h, site_c, mask_tm: Tensor | None, keep: bool, lp: torch.dtype | None):
+    """``_forward_core`` with each step's pointwise work in one C call (same outputs and saved buffers)."""
+    bsz, seq_len = fill.xin.shape[0], fill.xin.shape[1]
+    hidden = h0.shape[1]
+    fn = getattr(lib, f"norm_lstm_forward_step_{_NATIVE_DTYPES[h0.dtype]}")
+    w_lp = weight_hh.to(lp) if lp is not None else None
+    hs = h0.new_empty(seq_len + 1, bsz, hidden)
+    hs[0] = h0
+    cs = h0.new_empty(seq_len + 1, bsz, hidden)
+    cs[0] = c0
+    mask_u8 = mask_tm.view(torch.uint8).contiguous() if mask_tm is not None else None
+    cfg = _LoopCfg(B=bsz, H=hidden, has_mask=int(mask_u8 is not None), hs=hs.data_ptr(), cs=cs.data_ptr(),
+                   mask=_ptr(mask_u8), sh=site_h.native_cfg(seq_len, h0), sc=site_c.native_cfg(seq_len, h0))
+    ref = ctypes.byref(cfg)
+    step = _forward_chunk_steps(h0, keep)
+    h_steps = hs.unbind(0)
+    chunks: list[tuple[Tensor, Tensor, Tensor]] = []
+    for t0, n, buf, pre, tcn in _forward_chunks(fill, h0, seq_len, step, keep, chunks, pre_in_inference=False):
+        cfg.acts, cfg.pre, cfg.tcn = buf.data_ptr(), (pre.data_ptr() if keep else None), tcn.data_ptr()
+        for j in range(n):
+            if w_lp is not None:  # bfloat16 GEMM, float32 pre-activation
+                p_lp = mm(h_steps[t0 + j].to(lp), w_lp.t())
+                p = torch.add(bias_hh, p_lp) if bias_hh is not None else p_lp.to(h0.dtype)
+            else:
+                p = linear(h_steps[t0 + j], weight_hh, bias_hh)
+            fn(ref, t0 + j, j, _c_ptr(p.data_ptr()))
+    site_h.native_done()
+    site_c.native_done()
+    return hs, cs, chunks, step, cfg
+
+
+def _backward_chunk_native(lib, cfg: _LoopCfg, t0: int, n: int, weight_hh: Tensor, w_lp: Tensor | None, lp,
+                           chunk: tuple[Tensor, Tensor, Tensor], qk: Tensor, dcnk: Tensor, dak: Tensor,
+                           extra: Tensor | None, need_h0: bool) -> tuple[Tensor | None, Tensor | None]:
+    """One chunk of the backward loop, one C call per step; returns ``(extra, dh0)``.
+
+    The kernel writes the chunk's gate gradients into ``qk``, the c-site's into ``dcnk`` and the recurrent
+    pre-activation gradients into ``dak``, and accumulates the two in-loop sites' gain/bias gradients. ``extra``
+    is ``da_{t+1} W_hh`` of the step after this chunk's last one (the kernel adds it into ``dh_t``).
+    """
+    fn = getattr(lib, f"norm_lstm_backward_step_{_NATIVE_DTYPES[qk.dtype]}")
+    ref = ctypes.byref(cfg)
+    acts, pre, tcn = chunk
+    cfg.acts, cfg.pre, cfg.tcn = acts.data_ptr(), pre.data_ptr(), tcn.data_ptr()
+    cfg.q, cfg.dcn, cfg.da = qk.data_ptr(), dcnk.data_ptr(), dak.data_ptr()
+    da_s = dak.unbind(0)
+    dh0 = None
+    for j in range(n - 1, -1, -1):
+        t = t0 + j
+        fn(ref, t, j, _c_ptr(_ptr(extra)))
+        if t > 0 or need_h0:
+            extra = mm(da_s[j].to(lp), w_lp).to(qk.dtype) if w_lp is not None else mm(da_s[j], weight_hh)
+        else:
+            extra = None
+        if t == 0:
+            dh0 = extra
+    return extra, dh0
+
+
 def _forward_core(fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
                   site_h: _LNSite | _WindowSite, site_c: _LNSite | _WindowSite, mask_tm: Tensor | None,
                   keep: bool, lp: torch.dtype | None = None):
     """The forward loop; returns ``(hs, c_T, chunks, step)`` with ``chunks`` per chunk ``(acts, pre_h, tanh_cn)``."""
     bsz, seq_len = fill.xin.shape[0], fill.xin.shape[1]
     hidden = h0.shape[1]
-    four_h, h2, h3 = 4 * hidden, 2 * hidden, 3 * hidden
+    h2, h3 = 2 * hidden, 3 * hidden
     w_t = weight_hh.t()
     w_lp_t = weight_hh.to(lp).t() if lp is not None else None
-    p_lp = h0.new_empty(bsz, four_h, dtype=lp) if lp is not None else None
     hs = h0.new_empty(seq_len + 1, bsz, hidden)
     hs[0] = h0
     cs = h0.new_empty(seq_len + 1, bsz, hidden)
     cs[0] = c0
     minus_one = torch.full((), -1.0, dtype=h0.dtype, device=h0.device)
-    step = _chunk_steps(bsz, 2 * four_h + hidden, h0.element_size(), _TRAIN_CHUNK_BYTES if keep else _INFER_CHUNK_BYTES)
+    step = _forward_chunk_steps(h0, keep)
     h_steps, c_steps = hs.unbind(0), cs.unbind(0)
     m_steps = mask_tm.unbind(0) if mask_tm is not None else None
     chunks: list[tuple[Tensor, Tensor, Tensor]] = []
-    work: tuple[Tensor, Tensor, Tensor] | None = None
-    for t0 in range(0, seq_len, step):
-        n = min(step, seq_len - t0)
-        if keep or work is None:
-            m_alloc = n if keep else min(step, seq_len)
-            gate_buf = h0.new_empty(m_alloc, bsz, four_h) if fill.norm is None else h0.new_empty(0, bsz, four_h)
-            work = (gate_buf, h0.new_empty(m_alloc, bsz, four_h), h0.new_empty(m_alloc, bsz, hidden))
-        buf, pre, tcn = fill.fill(t0, n, work[0][:n]), work[1][:n], work[2][:n]
-        if keep:
-            chunks.append((buf, pre, tcn))
+    for t0, n, buf, pre, tcn in _forward_chunks(fill, h0, seq_len, step, keep, chunks):
         a_s, i_s, f_s = buf.unbind(0), buf[..., :hidden].unbind(0), buf[..., hidden:h2].unbind(0)
         g_s, o_s = buf[..., h2:h3].unbind(0), buf[..., h3:].unbind(0)
         p_s, tc_s = pre.unbind(0), tcn.unbind(0)
@@ -523,15 +726,13 @@ def _forward_core(fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, b
             t = t0 + j
             c_prev, c_t, h_prev, h_t, p = c_steps[t], c_steps[t + 1], h_steps[t], h_steps[t + 1], p_s[j]
             if w_lp_t is not None:  # bfloat16 GEMM, float32 pre-activation
-                torch.mm(h_prev.to(lp), w_lp_t, out=p_lp)
+                p_lp = mm(h_prev.to(lp), w_lp_t)
                 if bias_hh is not None:
                     torch.add(bias_hh, p_lp, out=p)
                 else:
                     p.copy_(p_lp)
-            elif bias_hh is not None:
-                torch.addmm(bias_hh, h_prev, w_t, out=p)
             else:
-                torch.mm(h_prev, w_t, out=p)
+                addmm_into(p, bias_hh, h_prev, w_t)
             a = a_s[j]
             a.add_(site_h.forward(t, p))
             a.sigmoid_()
@@ -558,8 +759,14 @@ class _NormLSTMSequence(torch.autograd.Function):
                 cfg):
         mask_tm = _time_major_mask(mask)
         fill, site_h, site_c = cfg.make_sites(xp, h0, keep=True, weight_ih=weight_ih, bias_ih=bias_ih)
-        hs, cs, chunks, step = _forward_core(fill, h0, c0, weight_hh, bias_hh, site_h, site_c, mask_tm, keep=True,
-                                             lp=cfg.lp)
+        lib = _native_lib(h0)
+        ctx.native = None
+        if lib is not None:
+            hs, cs, chunks, step, ctx.native = _forward_native(lib, fill, h0, c0, weight_hh, bias_hh, site_h, site_c,
+                                                               mask_tm, keep=True, lp=cfg.lp)
+        else:
+            hs, cs, chunks, step = _forward_core(fill, h0, c0, weight_hh, bias_hh, site_h, site_c, mask_tm,
+                                                 keep=True, lp=cfg.lp)
         cfg.collect_states(fill, site_h, site_c)
         ctx.step, ctx.sites, ctx.n_chunks, ctx.lp = step, (fill, site_h, site_c), len(chunks), cfg.lp
         ctx.save_for_backward(xp, hs, cs, weight_hh, mask_tm, *[x for ch in chunks for x in ch])
@@ -574,8 +781,8 @@ class _NormLSTMSequence(torch.autograd.Function):
         fill.xin = xp
         need = ctx.needs_input_grad
         grad_xp, dh0, dc0, grad_w, grad_b = _backward_core(chunks, ctx.step, hs, cs, weight_hh, mask_tm, fill, site_h,
-                                                           site_c, grad_ys, grad_h, grad_c, need, ctx.lp)
-        ctx.sites = None
+                                                           site_c, grad_ys, grad_h, grad_c, need, ctx.lp, ctx.native)
+        ctx.sites = ctx.native = None
         return (grad_xp, fill.grad_w_ih, fill.grad_b_ih, dh0, dc0, grad_w, grad_b,
                 fill.grad_w if need[7] else None, fill.grad_b if need[8] else None,
                 site_h.grad_w if need[9] else None, site_h.grad_b if need[10] else None,
@@ -583,7 +790,7 @@ class _NormLSTMSequence(torch.autograd.Function):
 
 
 def _backward_core(chunks, step, hs, cs, weight_hh, mask_tm, fill, site_h, site_c, grad_ys, grad_h, grad_c, need,
-                   lp=None):
+                   lp=None, native: _LoopCfg | None = None):
     seq_len, bsz, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     four_h, h2, h3 = 4 * hidden, 2 * hidden, 3 * hidden
     need_xn, need_w_ih, need_b_ih, need_h0, need_c0, need_w, need_b = need[:7]
@@ -594,6 +801,15 @@ def _backward_core(chunks, step, hs, cs, weight_hh, mask_tm, fill, site_h, site_
     w_lp = weight_hh.to(lp) if lp is not None else None
     site_h.begin_backward(hs)
     site_c.begin_backward(hs)
+    lib, extra = None, None
+    if native is not None:
+        lib = _native_lib(hs)
+        dc = dc.contiguous()
+        native.dh, native.dc = dh_steps[0].data_ptr(), dc.data_ptr()
+        for site, site_cfg in ((site_h, native.sh), (site_c, native.sc)):
+            site_cfg.gw, site_cfg.gb = _ptr(site.grad_w), _ptr(site.grad_b)
+            if isinstance(site, _WindowSite):
+                site_cfg.DS, site_cfg.R = site.DS.data_ptr(), site.R.data_ptr()
     first = chunks[0][0]
     q_work = hs.new_empty(first.shape)
     da_work = hs.new_empty(first.shape)
@@ -603,63 +819,72 @@ def _backward_core(chunks, step, hs, cs, weight_hh, mask_tm, fill, site_h, site_
         n = acts.shape[0]
         t0 = kk * step
         qk, dak, dcnk = q_work[:n], da_work[:n], dcn_work[:n]
-        i_act, f_act, g_act, o_act = acts[..., :hidden], acts[..., hidden:h2], acts[..., h2:h3], acts[..., h3:]
-        q_i, q_f, q_g, q_o = qk[..., :hidden], qk[..., hidden:h2], qk[..., h2:h3], qk[..., h3:]
-        torch.addcmul(i_act, i_act, i_act, value=-1, out=q_i)  # i (1 - i) * g
-        q_i.mul_(g_act)
-        torch.addcmul(f_act, f_act, f_act, value=-1, out=q_f)  # f (1 - f) * c_{t-1}
-        q_f.mul_(cs[t0:t0 + n])
-        torch.addcmul(one, g_act, g_act, value=-1, out=q_g)  # (1 - g^2) * i
-        q_g.mul_(i_act)
-        torch.addcmul(o_act, o_act, o_act, value=-1, out=q_o)  # o (1 - o) * tanh(N_c(c))
-        q_o.mul_(tcn)
-        r = torch.addcmul(one, tcn, tcn, value=-1).mul_(o_act)  # d N_c(c_t) / d h_t
-        pass_s = None
-        if mask_tm is not None:
-            mk = mask_tm[t0:t0 + n]
-            qk.mul_(mk)
-            r.mul_(mk)
-            fwd_c = torch.where(mk, f_act, one)
-            pass_s = (~mk).to(hs.dtype).unbind(0)
+        if native is not None:
+            extra, dh0 = _backward_chunk_native(lib, native, t0, n, weight_hh, w_lp, lp, chunks[kk], qk, dcnk, dak,
+                                                extra, need_h0)
+            if t0 == 0:
+                dh = dh0
+                if dh is not None and mask_tm is not None:  # a padded first step passes dh_0 to h0
+                    dh.addcmul_(dh_steps[0], (~mask_tm[0]).to(hs.dtype))
         else:
-            fwd_c = f_act
-        c_chunk = cs[t0 + 1:t0 + n + 1]
-        site_h.begin_chunk(t0, n, pre)
-        site_c.begin_chunk(t0, n, c_chunk)
-        q_s, q3_s = qk.unbind(0), qk[..., :h3].unflatten(-1, (3, hidden)).unbind(0)
-        qo_s, r_s, fc_s = q_o.unbind(0), r.unbind(0), fwd_c.unbind(0)
-        p_s, cc_s, dcn_s, da_s = pre.unbind(0), c_chunk.unbind(0), dcnk.unbind(0), dak.unbind(0)
-        for j in range(n - 1, -1, -1):
-            t = t0 + j
-            dcn = torch.mul(dh, r_s[j], out=dcn_s[j])
-            dc.add_(site_c.backward(t, dcn, cc_s[j]))
-            q3_s[j].mul_(dc.unsqueeze(1))
-            qo_s[j].mul_(dh)
-            dc.mul_(fc_s[j])
-            da = da_s[j]
-            da.copy_(site_h.backward(t, q_s[j], p_s[j]))
-            if w_lp is not None and (t > 0 or need_h0):
-                dh_lp = torch.mm(da.to(lp), w_lp)
-                dh_next = dh_steps[t - 1].add_(dh_lp) if t > 0 else dh_lp.to(da.dtype)
-            elif t > 0:
-                dh_next = dh_steps[t - 1].addmm_(da, weight_hh)
-            elif need_h0:
-                dh_next = torch.mm(da, weight_hh)
+            i_act, f_act, g_act, o_act = acts[..., :hidden], acts[..., hidden:h2], acts[..., h2:h3], acts[..., h3:]
+            q_i, q_f, q_g, q_o = qk[..., :hidden], qk[..., hidden:h2], qk[..., h2:h3], qk[..., h3:]
+            torch.addcmul(i_act, i_act, i_act, value=-1, out=q_i)  # i (1 - i) * g
+            q_i.mul_(g_act)
+            torch.addcmul(f_act, f_act, f_act, value=-1, out=q_f)  # f (1 - f) * c_{t-1}
+            q_f.mul_(cs[t0:t0 + n])
+            torch.addcmul(one, g_act, g_act, value=-1, out=q_g)  # (1 - g^2) * i
+            q_g.mul_(i_act)
+            torch.addcmul(o_act, o_act, o_act, value=-1, out=q_o)  # o (1 - o) * tanh(N_c(c))
+            q_o.mul_(tcn)
+            r = torch.addcmul(one, tcn, tcn, value=-1).mul_(o_act)  # d N_c(c_t) / d h_t
+            pass_s = None
+            if mask_tm is not None:
+                mk = mask_tm[t0:t0 + n]
+                qk.mul_(mk)
+                r.mul_(mk)
+                fwd_c = torch.where(mk, f_act, one)
+                pass_s = (~mk).to(hs.dtype).unbind(0)
             else:
-                dh_next = None
-            if dh_next is not None and pass_s is not None:
-                dh_next.addcmul_(dh, pass_s[j])
-            dh = dh_next
+                fwd_c = f_act
+            c_chunk = cs[t0 + 1:t0 + n + 1]
+            site_h.begin_chunk(t0, n, pre)
+            site_c.begin_chunk(t0, n, c_chunk)
+            q_s, q3_s = qk.unbind(0), qk[..., :h3].unflatten(-1, (3, hidden)).unbind(0)
+            qo_s, r_s, fc_s = q_o.unbind(0), r.unbind(0), fwd_c.unbind(0)
+            p_s, cc_s, dcn_s, da_s = pre.unbind(0), c_chunk.unbind(0), dcnk.unbind(0), dak.unbind(0)
+            for j in range(n - 1, -1, -1):
+                t = t0 + j
+                dcn = torch.mul(dh, r_s[j], out=dcn_s[j])
+                dc.add_(site_c.backward(t, dcn, cc_s[j]))
+                q3_s[j].mul_(dc.unsqueeze(1))
+                qo_s[j].mul_(dh)
+                dc.mul_(fc_s[j])
+                da = da_s[j]
+                da.copy_(site_h.backward(t, q_s[j], p_s[j]))
+                if w_lp is not None and (t > 0 or need_h0):
+                    dh_lp = mm(da.to(lp), w_lp)
+                    dh_next = dh_steps[t - 1].add_(dh_lp) if t > 0 else dh_lp.to(da.dtype)
+                elif t > 0:
+                    dh_next = mm_into(dh_steps[t - 1], da, weight_hh, accumulate=True)
+                elif need_h0:
+                    dh_next = mm(da, weight_hh)
+                else:
+                    dh_next = None
+                if dh_next is not None and pass_s is not None:
+                    dh_next.addcmul_(dh, pass_s[j])
+                dh = dh_next
         da_flat = dak.view(n * bsz, four_h)
         if grad_w is not None:
             if lp is not None:
-                grad_w.add_(torch.mm(da_flat.t().to(lp), hs[t0:t0 + n].view(n * bsz, hidden).to(lp)))
+                grad_w.add_(mm(da_flat.t().to(lp), hs[t0:t0 + n].view(n * bsz, hidden).to(lp)))
             else:
-                grad_w.addmm_(da_flat.t(), hs[t0:t0 + n].view(n * bsz, hidden))
+                mm_into(grad_w, da_flat.t(), hs[t0:t0 + n].view(n * bsz, hidden), accumulate=True)
         if grad_b is not None:
             grad_b.add_(da_flat.sum(0))
-        site_h.end_chunk(t0, n, pre, qk)
-        site_c.end_chunk(t0, n, c_chunk, dcnk)
+        if native is None:
+            site_h.end_chunk(t0, n, pre, qk)
+            site_c.end_chunk(t0, n, cs[t0 + 1:t0 + n + 1], dcnk)
         fill.backward(kk, t0, n, qk)
     return fill.grad_input(), (dh if need_h0 else None), (dc if need_c0 else None), grad_w, grad_b
 
@@ -735,7 +960,12 @@ def norm_lstm_sequence(
         hs, h_t, c_t = _NormLSTMSequence.apply(xp, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, *params, mask, cfg)
         return hs, h_t, c_t, cfg.states_out
     fill, site_h, site_c = cfg.make_sites(xp, h0, keep=False, weight_ih=weight_ih, bias_ih=bias_ih)
-    hs_tm, cs, _, _ = _forward_core(fill, h0, c0, weight_hh, bias_hh, site_h, site_c, _time_major_mask(mask),
-                                    keep=False, lp=cfg.lp)
+    lib = _native_lib(h0)
+    if lib is not None:
+        hs_tm, cs, _, _, _ = _forward_native(lib, fill, h0, c0, weight_hh, bias_hh, site_h, site_c,
+                                             _time_major_mask(mask), keep=False, lp=cfg.lp)
+    else:
+        hs_tm, cs, _, _ = _forward_core(fill, h0, c0, weight_hh, bias_hh, site_h, site_c, _time_major_mask(mask),
+                                        keep=False, lp=cfg.lp)
     cfg.collect_states(fill, site_h, site_c)
     return hs_tm[1:].transpose(0, 1).contiguous(), hs_tm[-1].clone(), cs[-1].clone(), cfg.states_out

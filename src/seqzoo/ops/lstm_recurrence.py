@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seqzoo.ops.gemm import addmm_into, mm, mm_into
+
 
 def lstm_sequence_reference(
     xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, mask: Tensor | None = None
@@ -151,7 +153,7 @@ def _forward_core(
         for j in range(n):
             t = t0 + j
             a, g, c_prev, c_t, h_prev, h_t = a_s[j], g_s[j], c_steps[t], c_steps[t + 1], h_steps[t], h_steps[t + 1]
-            a.addmm_(h_prev, w_t)
+            mm_into(a, h_prev, w_t, accumulate=True)
             a.sigmoid_()
             torch.add(minus_one, g, alpha=2, out=g)  # = tanh of the unscaled g pre-activation
             torch.mul(f_s[j], c_prev, out=c_t)  # 2c_t = f 2c_{t-1} + 2 i g
@@ -219,9 +221,9 @@ def _backward_core(
             qo_s[j].mul_(dh)
             dc.mul_(fc_s[j])
             if t > 0:
-                dh_next = dh_steps[t - 1].addmm_(q_s[j], weight_hh)
+                dh_next = mm_into(dh_steps[t - 1], q_s[j], weight_hh, accumulate=True)
             elif need_h0:
-                dh_next = torch.mm(q_s[0], weight_hh)
+                dh_next = mm(q_s[0], weight_hh)
             else:
                 dh_next = None
             if dh_next is not None and pass_s is not None:
@@ -229,7 +231,7 @@ def _backward_core(
             dh = dh_next
         q_flat = qk.view(n * bsz, four_h)
         if grad_w is not None:  # dW_hh += dgates^T h_{t-1} over the chunk: one GEMM
-            grad_w.addmm_(q_flat.t(), hs[t0 : t0 + n].view(n * bsz, hidden))
+            mm_into(grad_w, q_flat.t(), hs[t0 : t0 + n].view(n * bsz, hidden), accumulate=True)
         if grad_b is not None:
             grad_b.add_(q_flat.sum(0))
         if consume is not None:
@@ -269,10 +271,7 @@ def _layer_fill(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Fill:
             x_work.append(x.new_empty(n, bsz, d_in))
         xc = x_work[0][:n]
         xc.copy_(x[:, t0 : t0 + n].transpose(0, 1))
-        if bias_d is not None:
-            torch.addmm(bias_d, xc.view(n * bsz, d_in), w_ih_t, out=out.view(n * bsz, 4 * hidden))
-        else:
-            torch.mm(xc.view(n * bsz, d_in), w_ih_t, out=out.view(n * bsz, 4 * hidden))
+        addmm_into(out.view(n * bsz, 4 * hidden), bias_d, xc.view(n * bsz, d_in), w_ih_t)
 
     return fill
 
@@ -335,13 +334,13 @@ class _LSTMLayer(torch.autograd.Function):
         def consume(t0: int, n: int, q: Tensor) -> None:
             q_flat = q.view(n * bsz, -1)
             if dx_tm is not None:
-                torch.mm(q_flat, weight_ih, out=dx_tm[t0 : t0 + n].view(n * bsz, d_in))
+                mm_into(dx_tm[t0 : t0 + n].view(n * bsz, d_in), q_flat, weight_ih)
             if grad_w_ih is not None:
                 if not x_work:  # the first chunk consumed is the last (maybe shorter) one
                     x_work.append(x.new_empty(min(ctx.step, seq_len), bsz, d_in))
                 xc = x_work[0][:n]
                 xc.copy_(x[:, t0 : t0 + n].transpose(0, 1))
-                grad_w_ih.addmm_(q_flat.t(), xc.view(n * bsz, d_in))
+                mm_into(grad_w_ih, q_flat.t(), xc.view(n * bsz, d_in), accumulate=True)
 
         dh0, dc0, grad_w_hh, grad_b = _backward_core(chunks, ctx.step, cs2, hs, weight_hh, mask_tm, grad_ys,
                                                      grad_h, grad_c, need_h0, need_w_hh, need_b_ih or need_b_hh,

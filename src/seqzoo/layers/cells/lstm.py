@@ -4,7 +4,8 @@ Norm sites (LN-LSTM layout of Ba et al. 2016): ``x`` on ``W_ih x_t + b_ih``, ``h
 ``W_hh h_{t-1} + b_hh`` (each over all 4H gate pre-activations jointly), and ``c`` on the cell
 state before the output tanh (the carried ``c_t`` stays un-normalized).
 
-Fast paths: with no norm, ``ops.lstm_recurrence.lstm_sequence``; when every site is a LayerNorm or
+Fast paths: with no norm, ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection
+under autocast); when every site is a LayerNorm or
 an ATN window (``RecurrentNorm.fused_site``), ``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only
 without padding and with window states that do not require grad; otherwise the generic loop).
 """
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from seqzoo.layers.cells.base import RecurrentCell, State
 from seqzoo.ops.ln_lstm_recurrence import norm_lstm_sequence
-from seqzoo.ops.lstm_recurrence import lstm_sequence
+from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence
 
 
 class LSTMCell(RecurrentCell):
@@ -43,11 +44,21 @@ class LSTMCell(RecurrentCell):
         return hs, (h, c)
 
     def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
-        """LN/ATN cells: the fused loop with the input projection inside (None for subclasses changing the math)."""
+        """The fused loop with the input projection inside (None for subclasses changing the math).
+
+        Plain cells take ``lstm_layer`` (projection per chunk, oneDNN GEMMs), except under autocast, where the
+        hoisted projection runs in the autocast dtype; LN/ATN cells take the normalized loop.
+        """
         cls = type(self)
-        if (self.plain or cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
+        if (cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
                 or cls.project_inputs is not RecurrentCell.project_inputs):
             return None
+        if self.plain:
+            if torch.is_autocast_enabled(x.device.type):
+                return None
+            hs, h, c = lstm_layer(x, self.weight_ih, self.bias_ih, state[0], state[1], self.weight_hh, self.bias_hh,
+                                  mask)
+            return hs, (h, c)
         return self._normed_sequence(x, state, mask, project=True)
 
     def _normed_sequence(self, xp: Tensor, state: State, mask: Tensor | None,

@@ -1,0 +1,378 @@
+// One time step of the LN-/ATN-LSTM loop (forward and backward), fused over all pointwise work of the step.
+//
+// Companion of seqzoo/ops/ln_lstm_recurrence.py: the Python driver keeps the chunking, the GEMMs (oneDNN via
+// torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
+// GEMMs. The math is exactly the module's fast path (see its docstring); tests compare both against the autograd
+// reference twin. Plain C ABI (no torch headers) so it compiles in about a second; loaded with ctypes.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+extern "C" {
+
+struct SiteCfg {
+    int32_t kind;  // 0: LayerNorm, 1: ATN window
+    int32_t k;     // window length (ATN)
+    int32_t F;     // features
+    int32_t L;     // sequence length (ATN backward: DS is dropped k steps later)
+    double eps;
+    void* wf;  // forward gain (scaled by the gate scale), F
+    void* bf;  // forward bias (scaled) or null
+    void* w;   // unscaled gain (backward) or null
+    void* mu;  // LN: (L, B) means, or null
+    void* rs;  // (L, B) reciprocal standard deviations, or null (LN inference)
+    void* E;   // ATN: (L + k, B, 2) per-step (sum a, sum a^2); E[k + t] is step t
+    void* W;   // ATN: (L + 1, B, 2) window sums after each step
+    void* IC;  // ATN: (L, B) 1 / (window count * F)
+    void* M;   // ATN: (L, B, 2) window (mean, E a^2)
+    void* DS;  // ATN backward: (L + k, B, 2) d(window sums) of every step
+    void* R;   // ATN backward: (B, 2) running sum of DS over the steps whose window holds the current step
+    void* gw;  // backward: gain gradient accumulator (F) or null
+    void* gb;  // backward: bias gradient accumulator (F) or null
+};
+
+struct LoopCfg {
+    int32_t B, H, has_mask, pad;
+    void* hs;    // (L + 1, B, H), h0 first
+    void* cs;    // (L + 1, B, H), c0 first
+    void* acts;  // chunk (n, B, 4H): gate inputs in, activations out
+    void* pre;   // chunk (n, B, 4H): recurrent pre-activations kept for backward, or null
+    void* tcn;   // chunk (n, B, H): tanh(N_c(c_t))
+    void* mask;  // (L, B) uint8, time-major, or null
+    // backward
+    void* q;    // chunk (n, B, 4H): d(gate pre-activations) out
+    void* dcn;  // chunk (n, B, H): d N_c(c_t) out
+    void* da;   // chunk (n, B, 4H): d(recurrent pre-activation) out
+    void* dh;   // (L, B, H): gradient w.r.t. h_t, accumulated
+    void* dc;   // (B, H): running gradient w.r.t. c_t
+    SiteCfg sh, sc;
+};
+
+}  // extern "C"
+
+namespace {
+
+template <typename T>
+inline T sigm(T x) {
+    return T(1) / (T(1) + std::exp(-x));
+}
+
+// Per-row statistics of a site at step t: (mean, rs) and, for ATN, the window bookkeeping.
+template <typename T>
+inline void site_stats(const SiteCfg& s, int B, int t, int b, const T* a, T& mean, T& rs) {
+    const int F = s.F;
+    if (s.kind == 0) {
+        double s1 = 0.0;
+        for (int f = 0; f < F; ++f) s1 += a[f];
+        const T m = T(s1 / F);
+        double s2 = 0.0;
+        for (int f = 0; f < F; ++f) {
+            const double d = double(a[f]) - double(m);
+            s2 += d * d;
+        }
+        mean = m;
+        rs = T(1.0 / std::sqrt(s2 / F + s.eps));
+        if (s.mu) static_cast<T*>(s.mu)[(size_t)t * B + b] = mean;
+        if (s.rs) static_cast<T*>(s.rs)[(size_t)t * B + b] = rs;
+        return;
+    }
+    double s1 = 0.0, s2 = 0.0;
+    for (int f = 0; f < F; ++f) {
+        s1 += a[f];
+        s2 += double(a[f]) * a[f];
+    }
+    T* E = static_cast<T*>(s.E);
+    T* W = static_cast<T*>(s.W);
+    T* e_new = E + ((size_t)(s.k + t) * B + b) * 2;
+    const T* e_old = E + ((size_t)t * B + b) * 2;
+    const T* w_old = W + ((size_t)t * B + b) * 2;
+    T* w_new = W + ((size_t)(t + 1) * B + b) * 2;
+    e_new[0] = T(s1);
+    e_new[1] = T(s2);
+    w_new[0] = (w_old[0] + e_new[0]) - e_old[0];
+    w_new[1] = (w_old[1] + e_new[1]) - e_old[1];
+    const T ic = static_cast<const T*>(s.IC)[(size_t)t * B + b];
+    T* M = static_cast<T*>(s.M) + ((size_t)t * B + b) * 2;
+    M[0] = w_new[0] * ic;
+    M[1] = w_new[1] * ic;
+    T var = M[1] - M[0] * M[0];
+    if (var < T(0)) var = T(0);
+    mean = M[0];
+    rs = T(1) / std::sqrt(var + T(s.eps));
+    static_cast<T*>(s.rs)[(size_t)t * B + b] = rs;
+}
+
+// Backward of a site at step t for one row: da = d(site input) from dy = d(site output before the affine).
+template <typename T>
+inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* dy, const T* a, T* da, bool accumulate) {
+    const int F = s.F;
+    const T* w = static_cast<const T*>(s.w);
+    const T rs = static_cast<const T*>(s.rs)[(size_t)t * B + b];
+    const T mean = s.kind == 0 ? static_cast<const T*>(s.mu)[(size_t)t * B + b]
+                               : static_cast<const T*>(s.M)[((size_t)t * B + b) * 2];
+    double sa = 0.0, sb = 0.0;
+    T* gw = static_cast<T*>(s.gw);
+    T* gb = static_cast<T*>(s.gb);
+    for (int f = 0; f < F; ++f) {
+        const T dz = w ? dy[f] * w[f] : dy[f];
+        const T z = (a[f] - mean) * rs;
+        sa += dz;
+        sb += double(dz) * z;
+    }
+    if (gw) for (int f = 0; f < F; ++f) gw[f] += dy[f] * ((a[f] - mean) * rs);
+    if (gb) for (int f = 0; f < F; ++f) gb[f] += dy[f];
+    if (s.kind == 0) {
+        const T ma = T(sa / F), mb = T(sb / F);
+        for (int f = 0; f < F; ++f) {
+            const T dz = w ? dy[f] * w[f] : dy[f];
+            const T z = (a[f] - mean) * rs;
+            const T v = rs * (dz - ma - z * mb);
+            da[f] = accumulate ? da[f] + v : v;
+        }
+        return;
+    }
+    const T ic = static_cast<const T*>(s.IC)[(size_t)t * B + b];
+    const T c00 = -ic * rs, c10 = ic * rs * rs * mean, c11 = -ic * rs * rs;
+    T* DS = static_cast<T*>(s.DS);
+    T* ds = DS + ((size_t)t * B + b) * 2;
+    ds[0] = T(sa) * c00 + T(sb) * c10;
+    ds[1] = T(sb) * c11;
+    T* R = static_cast<T*>(s.R) + (size_t)b * 2;
+    R[0] += ds[0];
+    R[1] += ds[1];
+    if (t + s.k < s.L) {
+        const T* old = DS + ((size_t)(t + s.k) * B + b) * 2;
+        R[0] -= old[0];
+        R[1] -= old[1];
+    }
+    const T r0 = R[0], r1 = R[1];
+    for (int f = 0; f < F; ++f) {
+        const T dz = w ? dy[f] * w[f] : dy[f];
+        const T v = r0 + dz * rs + a[f] * r1;
+        da[f] = accumulate ? da[f] + v : v;
+    }
+}
+
+template <typename T>
+void forward_step(const LoopCfg& c, int t, int j, const T* p) {
+    const int B = c.B, H = c.H, H4 = 4 * H;
+    const SiteCfg& sh = c.sh;
+    const SiteCfg& sc = c.sc;
+    const T* wfh = static_cast<const T*>(sh.wf);
+    const T* bfh = static_cast<const T*>(sh.bf);
+    const T* wfc = static_cast<const T*>(sc.wf);
+    const T* bfc = static_cast<const T*>(sc.bf);
+    for (int b = 0; b < B; ++b) {
+        const T* pp = p + (size_t)b * H4;
+        T* a = static_cast<T*>(c.acts) + ((size_t)j * B + b) * H4;
+        if (c.pre) std::memcpy(static_cast<T*>(c.pre) + ((size_t)j * B + b) * H4, pp, sizeof(T) * H4);
+        T mean, rs;
+        site_stats<T>(sh, B, t, b, pp, mean, rs);
+        if (bfh) {
+            for (int f = 0; f < H4; ++f) a[f] = sigm<T>(a[f] + (pp[f] - mean) * rs * wfh[f] + bfh[f]);
+        } else {
+            for (int f = 0; f < H4; ++f) a[f] = sigm<T>(a[f] + (pp[f] - mean) * rs * wfh[f]);
+        }
+        T* g = a + 2 * H;
+        for (int f = 0; f < H; ++f) g[f] = T(2) * g[f] - T(1);
+        const T* i_ = a;
+        const T* f_ = a + H;
+        const T* o_ = a + 3 * H;
+        const T* c_prev = static_cast<const T*>(c.cs) + ((size_t)t * B + b) * H;
+        T* c_t = static_cast<T*>(c.cs) + ((size_t)(t + 1) * B + b) * H;
+        for (int f = 0; f < H; ++f) c_t[f] = f_[f] * c_prev[f] + i_[f] * g[f];
+        site_stats<T>(sc, B, t, b, c_t, mean, rs);
+        T* tc = static_cast<T*>(c.tcn) + ((size_t)j * B + b) * H;
+        const T* h_prev = static_cast<const T*>(c.hs) + ((size_t)t * B + b) * H;
+        T* h_t = static_cast<T*>(c.hs) + ((size_t)(t + 1) * B + b) * H;
+        if (bfc) {
+            for (int f = 0; f < H; ++f) tc[f] = T(2) * sigm<T>((c_t[f] - mean) * rs * wfc[f] + bfc[f]) - T(1);
+        } else {
+            for (int f = 0; f < H; ++f) tc[f] = T(2) * sigm<T>((c_t[f] - mean) * rs * wfc[f]) - T(1);
+        }
+        for (int f = 0; f < H; ++f) h_t[f] = o_[f] * tc[f];
+        if (c.has_mask && !static_cast<const uint8_t*>(c.mask)[(size_t)t * B + b]) {
+            std::memcpy(h_t, h_prev, sizeof(T) * H);
+            std::memcpy(c_t, c_prev, sizeof(T) * H);
+        }
+    }
+}
+
+template <typename T>
+void backward_step(const LoopCfg& c, int t, int j, const T* extra_dh) {
+    // Gate derivatives are formed here from the saved activations (i, f, o sigmoids; g tanh), c_{t-1}, c_t and
+    // tanh(N_c(c_t)); padded steps (mask 0) get zero gate gradients and pass dh and dc straight through.
+    const int B = c.B, H = c.H, H4 = 4 * H;
+    for (int b = 0; b < B; ++b) {
+        T* dh = static_cast<T*>(c.dh) + ((size_t)t * B + b) * H;
+        if (extra_dh) {
+            const T* e = extra_dh + (size_t)b * H;
+            for (int f = 0; f < H; ++f) dh[f] += e[f];
+        }
+        const bool live = !c.has_mask || static_cast<const uint8_t*>(c.mask)[(size_t)t * B + b];
+        T* dc = static_cast<T*>(c.dc) + (size_t)b * H;
+        const size_t rowh = ((size_t)j * B + b) * H, row4 = ((size_t)j * B + b) * H4;
+        const T* act = static_cast<const T*>(c.acts) + row4;
+        const T *i_ = act, *f_ = act + H, *g_ = act + 2 * H, *o_ = act + 3 * H;
+        const T* tc = static_cast<const T*>(c.tcn) + rowh;
+        T* q = static_cast<T*>(c.q) + row4;
+        T* dcn = static_cast<T*>(c.dcn) + rowh;
+        T* da = static_cast<T*>(c.da) + row4;
+        if (!live) {
+            std::memset(dcn, 0, sizeof(T) * H);
+            std::memset(q, 0, sizeof(T) * H4);
+            std::memset(da, 0, sizeof(T) * H4);
+            if (t > 0) {
+                T* dh_prev = static_cast<T*>(c.dh) + ((size_t)(t - 1) * B + b) * H;
+                for (int f = 0; f < H; ++f) dh_prev[f] += dh[f];
+            }
+            continue;  // dc passes through unchanged
+        }
+        for (int f = 0; f < H; ++f) dcn[f] = dh[f] * (T(1) - tc[f] * tc[f]) * o_[f];
+        const T* c_t = static_cast<const T*>(c.cs) + ((size_t)(t + 1) * B + b) * H;
+        site_backward<T>(c.sc, B, t, b, dcn, c_t, dc, true);
+        const T* c_prev = static_cast<const T*>(c.cs) + ((size_t)t * B + b) * H;
+        for (int f = 0; f < H; ++f) {
+            const T d = dc[f];
+            q[f] = i_[f] * (T(1) - i_[f]) * g_[f] * d;
+            q[H + f] = f_[f] * (T(1) - f_[f]) * c_prev[f] * d;
+            q[2 * H + f] = (T(1) - g_[f] * g_[f]) * i_[f] * d;
+            q[3 * H + f] = o_[f] * (T(1) - o_[f]) * tc[f] * dh[f];
+            dc[f] = d * f_[f];
+        }
+        const T* pre = static_cast<const T*>(c.pre) + row4;
+        site_backward<T>(c.sh, B, t, b, q, pre, da, false);
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+int seqzoo_abi_version() { return 3; }
+
+void norm_lstm_forward_step_f32(const LoopCfg* c, int t, int j, const void* p) {
+    forward_step<float>(*c, t, j, static_cast<const float*>(p));
+}
+void norm_lstm_forward_step_f64(const LoopCfg* c, int t, int j, const void* p) {
+    forward_step<double>(*c, t, j, static_cast<const double*>(p));
+}
+void norm_lstm_backward_step_f32(const LoopCfg* c, int t, int j, const void* extra_dh) {
+    backward_step<float>(*c, t, j, static_cast<const float*>(extra_dh));
+}
+void norm_lstm_backward_step_f64(const LoopCfg* c, int t, int j, const void* extra_dh) {
+    backward_step<double>(*c, t, j, static_cast<const double*>(extra_dh));
+}
+
+}  // extern "C"
+
+extern "C" {
+
+// ATN at the input site, a whole chunk of steps [t0, t0 + n) at once (no recurrence through this site, so the
+// only sequential part is the running window sums). xc/y/dg/dx: (n, B, F) time-major; E: (L + k, B, 2) per-step
+// (sum x, sum x^2) in T; P/Q: (L + k + 1, B, 2) float64 prefix sums; IC: (L, B) float64; MEAN, RS: (L, B) in T.
+struct InputAtnCfg {
+    int32_t B, F, k, n, t0, pad;
+    double eps;
+    void* xc; void* y; void* E; void* P; void* IC; void* MEAN; void* RS; void* wf; void* bf;
+    // backward
+    void* dg; void* dx; void* Q; void* w; void* gw; void* gb;
+};
+
+}  // extern "C"
+
+namespace {
+
+template <typename T>
+void input_atn_forward(const InputAtnCfg& c) {
+    const int B = c.B, F = c.F, k = c.k;
+    const T* wf = static_cast<const T*>(c.wf);
+    const T* bf = static_cast<const T*>(c.bf);
+    for (int j = 0; j < c.n; ++j) {
+        const int t = c.t0 + j;
+        for (int b = 0; b < B; ++b) {
+            const size_t row = ((size_t)j * B + b) * F;
+            const T* x = static_cast<const T*>(c.xc) + row;
+            double s1 = 0.0, s2 = 0.0;
+            for (int f = 0; f < F; ++f) {
+                s1 += x[f];
+                s2 += double(x[f]) * x[f];
+            }
+            T* e = static_cast<T*>(c.E) + ((size_t)(k + t) * B + b) * 2;
+            e[0] = T(s1);
+            e[1] = T(s2);
+            double* P = static_cast<double*>(c.P);
+            const double* p_prev = P + ((size_t)(k + t) * B + b) * 2;
+            double* p_new = P + ((size_t)(k + t + 1) * B + b) * 2;
+            p_new[0] = p_prev[0] + double(e[0]);
+            p_new[1] = p_prev[1] + double(e[1]);
+            const double* p_old = P + ((size_t)(t + 1) * B + b) * 2;
+            const double ic = static_cast<const double*>(c.IC)[(size_t)t * B + b];
+            const double mean = (p_new[0] - p_old[0]) * ic;
+            double var = (p_new[1] - p_old[1]) * ic - mean * mean;
+            if (var < 0.0) var = 0.0;
+            const T mt = T(mean), rt = T(1.0 / std::sqrt(var + c.eps));
+            static_cast<T*>(c.MEAN)[(size_t)t * B + b] = mt;
+            static_cast<T*>(c.RS)[(size_t)t * B + b] = rt;
+            T* y = static_cast<T*>(c.y) + row;
+            if (bf) {
+                for (int f = 0; f < F; ++f) y[f] = (x[f] - mt) * rt * wf[f] + bf[f];
+            } else {
+                for (int f = 0; f < F; ++f) y[f] = (x[f] - mt) * rt * wf[f];
+            }
+        }
+    }
+}
+
+template <typename T>
+void input_atn_backward(const InputAtnCfg& c) {
+    const int B = c.B, F = c.F, k = c.k;
+    const T* w = static_cast<const T*>(c.w);
+    T* gw = static_cast<T*>(c.gw);
+    T* gb = static_cast<T*>(c.gb);
+    double* Q = static_cast<double*>(c.Q);
+    for (int j = c.n - 1; j >= 0; --j) {
+        const int t = c.t0 + j;
+        for (int b = 0; b < B; ++b) {
+            const size_t row = ((size_t)j * B + b) * F;
+            const T* x = static_cast<const T*>(c.xc) + row;
+            const T* dg = static_cast<const T*>(c.dg) + row;
+            const T mt = static_cast<const T*>(c.MEAN)[(size_t)t * B + b];
+            const T rt = static_cast<const T*>(c.RS)[(size_t)t * B + b];
+            double sa = 0.0, sb = 0.0;
+            for (int f = 0; f < F; ++f) {
+                const T z = (x[f] - mt) * rt;
+                const T dz = w ? dg[f] * w[f] : dg[f];
+                sa += dz;
+                sb += double(dz) * z;
+            }
+            if (gw) for (int f = 0; f < F; ++f) gw[f] += dg[f] * ((x[f] - mt) * rt);
+            if (gb) for (int f = 0; f < F; ++f) gb[f] += dg[f];
+            const double ic = static_cast<const double*>(c.IC)[(size_t)t * B + b];
+            const double md = mt, rd = rt;
+            const double ds0 = ic * (md * rd * rd * sb - rd * sa), ds1 = -ic * rd * rd * sb;
+            double* q = Q + ((size_t)t * B + b) * 2;
+            const double* q_next = Q + ((size_t)(t + 1) * B + b) * 2;
+            q[0] = q_next[0] + ds0;
+            q[1] = q_next[1] + ds1;
+            const double* q_far = Q + ((size_t)(t + k) * B + b) * 2;
+            const T r0 = T(q[0] - q_far[0]), r1 = T(q[1] - q_far[1]);
+            T* dx = static_cast<T*>(c.dx) + row;
+            for (int f = 0; f < F; ++f) {
+                const T dz = w ? dg[f] * w[f] : dg[f];
+                dx[f] = r0 + dz * rt + x[f] * r1;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+void input_atn_forward_f32(const InputAtnCfg* c) { input_atn_forward<float>(*c); }
+void input_atn_forward_f64(const InputAtnCfg* c) { input_atn_forward<double>(*c); }
+void input_atn_backward_f32(const InputAtnCfg* c) { input_atn_backward<float>(*c); }
+void input_atn_backward_f64(const InputAtnCfg* c) { input_atn_backward<double>(*c); }
+
+}  // extern "C"
