@@ -150,6 +150,36 @@ def test_float32_gradients_close_to_float64_reference(kind):
         torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-4 * max(1.0, want.abs().max().item()))
 
 
+@pytest.mark.parametrize("kind", ["ln", "atn", "mixed"])
+def test_two_threads_match_reference(kind, step_backend):
+    """With 2 threads the C kernels split rows and GEMM columns over OpenMP threads; results must not change."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(5)
+        bsz, seq_len, hidden = 9, 13, 32  # 4H = 128: two 64-column tiles, one per thread
+        x = torch.randn(bsz, seq_len, 4 * hidden, generator=g, dtype=DT).requires_grad_()
+        w = {"weight_hh": (torch.randn(4 * hidden, hidden, generator=g, dtype=DT) * 0.3).requires_grad_(),
+             "bias_hh": torch.randn(4 * hidden, generator=g, dtype=DT).requires_grad_(),
+             "h0": torch.randn(bsz, hidden, generator=g, dtype=DT).requires_grad_(),
+             "c0": torch.randn(bsz, hidden, generator=g, dtype=DT).requires_grad_()}
+        win = {"ln": None, "atn": 3, "mixed": 2}[kind]
+        norms = {"x": SiteNorm(win, torch.randn(4 * hidden, generator=g, dtype=DT).requires_grad_(),
+                               torch.randn(4 * hidden, generator=g, dtype=DT).requires_grad_()),
+                 "h": SiteNorm(None if kind == "mixed" else win,
+                               torch.randn(4 * hidden, generator=g, dtype=DT).requires_grad_(),
+                               torch.randn(4 * hidden, generator=g, dtype=DT).requires_grad_()),
+                 "c": SiteNorm(win, torch.randn(hidden, generator=g, dtype=DT).requires_grad_(),
+                               torch.randn(hidden, generator=g, dtype=DT).requires_grad_())}
+        proj: dict = {}
+        ref = _run(norm_lstm_sequence_reference, x, w, proj, norms)
+        fast = _run(norm_lstm_sequence, x, w, proj, norms)
+        for a, b in zip(ref[0] + ref[1], fast[0] + fast[1]):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_bad_input_errors():
     x, w, proj, norms = _setup("atn", 5, False)
     with pytest.raises(ValueError, match="sites 'h', 'c'"):

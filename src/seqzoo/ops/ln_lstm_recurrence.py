@@ -658,8 +658,17 @@ def _forward_native(lib, fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Te
     step = _forward_chunk_steps(h0, keep)
     h_steps = hs.unbind(0)
     chunks: list[tuple[Tensor, Tensor, Tensor]] = []
+    chunk_fn = None
+    if w_lp is None:  # whole chunks in C: the recurrent products too (split by columns over the threads)
+        chunk_fn = getattr(lib, f"norm_lstm_forward_chunk_{_NATIVE_DTYPES[h0.dtype]}")
+        w_t = weight_hh.detach().t().contiguous()  # (H, 4H)
+        b_hh = bias_hh.detach().contiguous() if bias_hh is not None else None
+        p_work = None if keep else h0.new_empty(bsz, 4 * hidden)
     for t0, n, buf, pre, tcn in _forward_chunks(fill, h0, seq_len, step, keep, chunks, pre_in_inference=False):
         cfg.acts, cfg.pre, cfg.tcn = buf.data_ptr(), (pre.data_ptr() if keep else None), tcn.data_ptr()
+        if chunk_fn is not None:
+            chunk_fn(ref, t0, n, _c_ptr(w_t.data_ptr()), _c_ptr(_ptr(b_hh)), _c_ptr(_ptr(p_work)))
+            continue
         for j in range(n):
             if w_lp is not None:  # bfloat16 GEMM, float32 pre-activation
                 p_lp = mm(h_steps[t0 + j].to(lp), w_lp.t())
@@ -681,11 +690,18 @@ def _backward_chunk_native(lib, cfg: _LoopCfg, t0: int, n: int, weight_hh: Tenso
     pre-activation gradients into ``dak``, and accumulates the two in-loop sites' gain/bias gradients. ``extra``
     is ``da_{t+1} W_hh`` of the step after this chunk's last one (the kernel adds it into ``dh_t``).
     """
-    fn = getattr(lib, f"norm_lstm_backward_step_{_NATIVE_DTYPES[qk.dtype]}")
+    suffix = _NATIVE_DTYPES[qk.dtype]
     ref = ctypes.byref(cfg)
     acts, pre, tcn = chunk
     cfg.acts, cfg.pre, cfg.tcn = acts.data_ptr(), pre.data_ptr(), tcn.data_ptr()
     cfg.q, cfg.dcn, cfg.da = qk.data_ptr(), dcnk.data_ptr(), dak.data_ptr()
+    if w_lp is None:  # the whole chunk in C, recurrent products included
+        assert extra is None
+        dh0 = qk.new_empty(qk.shape[1], weight_hh.shape[1]) if t0 == 0 and need_h0 else None
+        w = weight_hh.detach().contiguous()
+        getattr(lib, f"norm_lstm_backward_chunk_{suffix}")(ref, t0, n, _c_ptr(w.data_ptr()), _c_ptr(_ptr(dh0)))
+        return None, dh0
+    fn = getattr(lib, f"norm_lstm_backward_step_{suffix}")
     da_s = dak.unbind(0)
     dh0 = None
     for j in range(n - 1, -1, -1):

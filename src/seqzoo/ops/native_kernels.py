@@ -3,9 +3,12 @@
 The kernels fuse the pointwise work of one recurrent step (see ``csrc/norm_lstm_step.cpp``); the Python loops in
 ``ops`` call them between their GEMMs when they are available and fall back to torch ops otherwise, so a machine
 without a C++ compiler loses speed, never function. The source has no torch headers, so a cold build takes about
-a second (``g++ -O3 -march=native -ffast-math``); the shared library is cached under ``$SEQZOO_CACHE`` (default
+a second (``g++ -O3 -march=native -ffast-math -fopenmp``); the shared library is cached under ``$SEQZOO_CACHE`` (default
 ``~/.cache/seqzoo``) in a file named by a hash of the source, the flags, the compiler and the CPU, written
 atomically (a temporary file renamed into place), so concurrent processes and interrupted builds are safe.
+
+With ``-fopenmp`` the library needs ``libgomp.so.1``, which torch (CPU wheels) has already loaded by that name, so
+the kernels share torch's OpenMP thread pool and thread count rather than starting a second runtime.
 
 ``SEQZOO_NATIVE=0`` turns the kernels off (read at call time; ``set_enabled`` does the same in-process).
 """
@@ -25,8 +28,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _SRC_DIR = Path(__file__).parent / "csrc"
-_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
-_ABI_VERSION = 3
+_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
+_ABI_VERSION = 4
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
 _enabled_override: bool | None = None

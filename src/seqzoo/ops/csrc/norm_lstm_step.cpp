@@ -3,10 +3,22 @@
 // Companion of seqzoo/ops/ln_lstm_recurrence.py: the Python driver keeps the chunking, the GEMMs (oneDNN via
 // torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
 // GEMMs. The math is exactly the module's fast path (see its docstring); tests compare both against the autograd
-// reference twin. Plain C ABI (no torch headers) so it compiles in about a second; loaded with ctypes.
+// reference twin. Plain C ABI (no torch headers) so it compiles in about a second; loaded with ctypes. Rows of the
+// batch are independent and split over OpenMP threads: built with -fopenmp, the library binds to the libgomp torch
+// has already loaded (same soname), so it shares torch's thread pool and its torch.set_num_threads setting.
+// Gain/bias gradients are accumulated per thread and added under a lock at the end of each call.
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 extern "C" {
 
@@ -102,17 +114,69 @@ inline void site_stats(const SiteCfg& s, int B, int t, int b, const T* a, T& mea
     static_cast<T*>(s.rs)[(size_t)t * B + b] = rs;
 }
 
+// Per-thread gain/bias gradient accumulators: with one thread they are the real buffers; with several, zeroed
+// thread-local arrays that flush() adds into the real ones (one thread at a time).
+template <typename T>
+struct GradAcc {
+    T* gw = nullptr;
+    T* gb = nullptr;
+    T* out_w = nullptr;
+    T* out_b = nullptr;
+    int F = 0;
+    std::vector<T> local;
+    GradAcc(void* w, void* b, int features, bool shared) : F(features) {
+        out_w = static_cast<T*>(w);
+        out_b = static_cast<T*>(b);
+        if (!shared) {
+            gw = out_w;
+            gb = out_b;
+            return;
+        }
+        local.assign((size_t)2 * F, T(0));
+        if (out_w) gw = local.data();
+        if (out_b) gb = local.data() + F;
+    }
+    void flush() {
+        if (local.empty()) return;
+#ifdef _OPENMP
+#pragma omp critical(seqzoo_grad_flush)
+#endif
+        {
+            if (out_w) for (int f = 0; f < F; ++f) out_w[f] += gw[f];
+            if (out_b) for (int f = 0; f < F; ++f) out_b[f] += gb[f];
+        }
+    }
+};
+
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+inline bool go_parallel(int rows) {
+#ifdef _OPENMP
+    return rows >= 4 && omp_get_max_threads() > 1;
+#else
+    (void)rows;
+    return false;
+#endif
+}
+
 // Backward of a site at step t for one row: da = d(site input) from dy = d(site output before the affine).
 template <typename T>
-inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* dy, const T* a, T* da, bool accumulate) {
+inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* dy, const T* a, T* da, bool accumulate,
+                          GradAcc<T>& acc) {
     const int F = s.F;
     const T* w = static_cast<const T*>(s.w);
     const T rs = static_cast<const T*>(s.rs)[(size_t)t * B + b];
     const T mean = s.kind == 0 ? static_cast<const T*>(s.mu)[(size_t)t * B + b]
                                : static_cast<const T*>(s.M)[((size_t)t * B + b) * 2];
     double sa = 0.0, sb = 0.0;
-    T* gw = static_cast<T*>(s.gw);
-    T* gb = static_cast<T*>(s.gb);
+    T* gw = acc.gw;
+    T* gb = acc.gb;
     for (int f = 0; f < F; ++f) {
         const T dz = w ? dy[f] * w[f] : dy[f];
         const T z = (a[f] - mean) * rs;
@@ -154,7 +218,7 @@ inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* dy, co
 }
 
 template <typename T>
-void forward_step(const LoopCfg& c, int t, int j, const T* p) {
+void forward_row(const LoopCfg& c, int t, int j, const T* p, int b) {
     const int B = c.B, H = c.H, H4 = 4 * H;
     const SiteCfg& sh = c.sh;
     const SiteCfg& sc = c.sc;
@@ -162,10 +226,11 @@ void forward_step(const LoopCfg& c, int t, int j, const T* p) {
     const T* bfh = static_cast<const T*>(sh.bf);
     const T* wfc = static_cast<const T*>(sc.wf);
     const T* bfc = static_cast<const T*>(sc.bf);
-    for (int b = 0; b < B; ++b) {
+    {
         const T* pp = p + (size_t)b * H4;
         T* a = static_cast<T*>(c.acts) + ((size_t)j * B + b) * H4;
-        if (c.pre) std::memcpy(static_cast<T*>(c.pre) + ((size_t)j * B + b) * H4, pp, sizeof(T) * H4);
+        T* keep = c.pre ? static_cast<T*>(c.pre) + ((size_t)j * B + b) * H4 : nullptr;
+        if (keep && keep != pp) std::memcpy(keep, pp, sizeof(T) * H4);
         T mean, rs;
         site_stats<T>(sh, B, t, b, pp, mean, rs);
         if (bfh) {
@@ -199,11 +264,39 @@ void forward_step(const LoopCfg& c, int t, int j, const T* p) {
 }
 
 template <typename T>
+void forward_step(const LoopCfg& c, int t, int j, const T* p) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (go_parallel(c.B))
+#endif
+    for (int b = 0; b < c.B; ++b) forward_row<T>(c, t, j, p, b);
+}
+
+template <typename T>
+void backward_row(const LoopCfg& c, int t, int j, const T* extra_dh, int b, GradAcc<T>& acc_h, GradAcc<T>& acc_c);
+
+template <typename T>
 void backward_step(const LoopCfg& c, int t, int j, const T* extra_dh) {
+#ifdef _OPENMP
+#pragma omp parallel if (go_parallel(c.B))
+#endif
+    {
+        const bool shared = team_size() > 1;
+        GradAcc<T> acc_h(c.sh.gw, c.sh.gb, c.sh.F, shared), acc_c(c.sc.gw, c.sc.gb, c.sc.F, shared);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int b = 0; b < c.B; ++b) backward_row<T>(c, t, j, extra_dh, b, acc_h, acc_c);
+        acc_h.flush();
+        acc_c.flush();
+    }
+}
+
+template <typename T>
+void backward_row(const LoopCfg& c, int t, int j, const T* extra_dh, int b, GradAcc<T>& acc_h, GradAcc<T>& acc_c) {
     // Gate derivatives are formed here from the saved activations (i, f, o sigmoids; g tanh), c_{t-1}, c_t and
     // tanh(N_c(c_t)); padded steps (mask 0) get zero gate gradients and pass dh and dc straight through.
     const int B = c.B, H = c.H, H4 = 4 * H;
-    for (int b = 0; b < B; ++b) {
+    {
         T* dh = static_cast<T*>(c.dh) + ((size_t)t * B + b) * H;
         if (extra_dh) {
             const T* e = extra_dh + (size_t)b * H;
@@ -226,11 +319,11 @@ void backward_step(const LoopCfg& c, int t, int j, const T* extra_dh) {
                 T* dh_prev = static_cast<T*>(c.dh) + ((size_t)(t - 1) * B + b) * H;
                 for (int f = 0; f < H; ++f) dh_prev[f] += dh[f];
             }
-            continue;  // dc passes through unchanged
+            return;  // dc passes through unchanged
         }
         for (int f = 0; f < H; ++f) dcn[f] = dh[f] * (T(1) - tc[f] * tc[f]) * o_[f];
         const T* c_t = static_cast<const T*>(c.cs) + ((size_t)(t + 1) * B + b) * H;
-        site_backward<T>(c.sc, B, t, b, dcn, c_t, dc, true);
+        site_backward<T>(c.sc, B, t, b, dcn, c_t, dc, true, acc_c);
         const T* c_prev = static_cast<const T*>(c.cs) + ((size_t)t * B + b) * H;
         for (int f = 0; f < H; ++f) {
             const T d = dc[f];
@@ -241,21 +334,198 @@ void backward_step(const LoopCfg& c, int t, int j, const T* extra_dh) {
             dc[f] = d * f_[f];
         }
         const T* pre = static_cast<const T*>(c.pre) + row4;
-        site_backward<T>(c.sh, B, t, b, q, pre, da, false);
+        site_backward<T>(c.sh, B, t, b, q, pre, da, false, acc_h);
     }
 }
 
+
+// ----- small GEMMs for the recurrent products, split over the threads by columns ---------------------------------
+// C[0:M, n0:n1] (= or +=) A[0:M, 0:K] @ Bm[0:K, n0:n1], all row-major with leading dimensions lda, ldb, ldc.
+// oneDNN runs these (M = batch, a few dozen rows) on one thread; splitting the columns lets both cores work and
+// keeps each thread's slice of the weight in its own L2 cache across the steps of a chunk.
+template <typename T>
+void gemm_cols_generic(int M, int K, int n0, int n1, const T* A, int lda, const T* Bm, int ldb, T* C, int ldc,
+                       bool accumulate, const T* bias) {
+    for (int m = 0; m < M; ++m) {
+        T* c = C + (size_t)m * ldc;
+        if (!accumulate) {
+            if (bias) {
+                for (int n = n0; n < n1; ++n) c[n] = bias[n];
+            } else {
+                for (int n = n0; n < n1; ++n) c[n] = T(0);
+            }
+        }
+        const T* a = A + (size_t)m * lda;
+        for (int k = 0; k < K; ++k) {
+            const T av = a[k];
+            const T* b = Bm + (size_t)k * ldb;
+            for (int n = n0; n < n1; ++n) c[n] += av * b[n];
+        }
+    }
+}
+
+#if defined(__AVX512F__)
+// A register tile of R rows x 64 columns (4 zmm accumulators per row).
+template <int R>
+inline void tile_f32(int K, const float* A, int lda, const float* Bm, int ldb, float* C, int ldc, bool accumulate,
+                     const float* bias) {
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < 4; ++v) {
+            if (accumulate) acc[r][v] = _mm512_loadu_ps(C + (size_t)r * ldc + 16 * v);
+            else if (bias) acc[r][v] = _mm512_loadu_ps(bias + 16 * v);
+            else acc[r][v] = _mm512_setzero_ps();
+        }
+    }
+    for (int k = 0; k < K; ++k) {
+        const float* b = Bm + (size_t)k * ldb;
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+                     b3 = _mm512_loadu_ps(b + 48);
+        for (int r = 0; r < R; ++r) {
+            const __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < 4; ++v) _mm512_storeu_ps(C + (size_t)r * ldc + 16 * v, acc[r][v]);
+}
+
+inline void gemm_cols(int M, int K, int n0, int n1, const float* A, int lda, const float* Bm, int ldb, float* C,
+                      int ldc, bool accumulate, const float* bias) {
+    int n = n0;
+    for (; n + 64 <= n1; n += 64) {
+        const float* bn = Bm + n;
+        float* cn = C + n;
+        const float* biasn = bias ? bias + n : nullptr;
+        int m = 0;
+        for (; m + 6 <= M; m += 6)
+            tile_f32<6>(K, A + (size_t)m * lda, lda, bn, ldb, cn + (size_t)m * ldc, ldc, accumulate, biasn);
+        const float* am = A + (size_t)m * lda;
+        float* cm = cn + (size_t)m * ldc;
+        switch (M - m) {
+            case 5: tile_f32<5>(K, am, lda, bn, ldb, cm, ldc, accumulate, biasn); break;
+            case 4: tile_f32<4>(K, am, lda, bn, ldb, cm, ldc, accumulate, biasn); break;
+            case 3: tile_f32<3>(K, am, lda, bn, ldb, cm, ldc, accumulate, biasn); break;
+            case 2: tile_f32<2>(K, am, lda, bn, ldb, cm, ldc, accumulate, biasn); break;
+            case 1: tile_f32<1>(K, am, lda, bn, ldb, cm, ldc, accumulate, biasn); break;
+            default: break;
+        }
+    }
+    if (n < n1) gemm_cols_generic<float>(M, K, n, n1, A, lda, Bm, ldb, C, ldc, accumulate, bias);
+}
+#else
+inline void gemm_cols(int M, int K, int n0, int n1, const float* A, int lda, const float* Bm, int ldb, float* C,
+                      int ldc, bool accumulate, const float* bias) {
+    gemm_cols_generic<float>(M, K, n0, n1, A, lda, Bm, ldb, C, ldc, accumulate, bias);
+}
+#endif
+
+inline void gemm_cols(int M, int K, int n0, int n1, const double* A, int lda, const double* Bm, int ldb, double* C,
+                      int ldc, bool accumulate, const double* bias) {
+    gemm_cols_generic<double>(M, K, n0, n1, A, lda, Bm, ldb, C, ldc, accumulate, bias);
+}
+
+// This thread's share [n0, n1) of N columns, in multiples of 64 where N allows.
+inline void my_columns(int N, int& n0, int& n1) {
+    int nt = 1, id = 0;
+#ifdef _OPENMP
+    nt = omp_get_num_threads();
+    id = omp_get_thread_num();
+#endif
+    const int blocks = (N + 63) / 64;
+    const int per = (blocks + nt - 1) / nt;
+    n0 = std::min(N, id * per * 64);
+    n1 = std::min(N, (id + 1) * per * 64);
+}
+
+// A whole chunk of forward steps in one call: per step the recurrent product p = h_{t-1} W_hh^T + b_hh (into the
+// kept pre-activation buffer, or a workspace) and then the pointwise step per row.
+template <typename T>
+void forward_chunk(const LoopCfg& c, int t0, int n, const T* WT, const T* bias, T* pwork) {
+    const int B = c.B, H = c.H, H4 = 4 * H;
+#ifdef _OPENMP
+#pragma omp parallel if (go_parallel(B))
+#endif
+    {
+        int n0, n1;
+        my_columns(H4, n0, n1);
+        for (int j = 0; j < n; ++j) {
+            const int t = t0 + j;
+            T* p = c.pre ? static_cast<T*>(c.pre) + (size_t)j * B * H4 : pwork;
+            const T* h_prev = static_cast<const T*>(c.hs) + (size_t)t * B * H;
+            if (n0 < n1) gemm_cols(B, H, n0, n1, h_prev, H, WT, H4, p, H4, false, bias);
+#ifdef _OPENMP
+#pragma omp barrier
+#pragma omp for schedule(static)
+#endif
+            for (int b = 0; b < B; ++b) forward_row<T>(c, t, j, p, b);
+        }
+    }
+}
+
+// A whole chunk of backward steps (reverse time): per step the pointwise backward per row, then
+// dh_{t-1} += da_t W_hh (or dh0 = da_0 W_hh at t = 0 when dh0 is given).
+template <typename T>
+void backward_chunk(const LoopCfg& c, int t0, int n, const T* W, T* dh0) {
+    const int B = c.B, H = c.H, H4 = 4 * H;
+#ifdef _OPENMP
+#pragma omp parallel if (go_parallel(B))
+#endif
+    {
+        const bool shared = team_size() > 1;
+        GradAcc<T> acc_h(c.sh.gw, c.sh.gb, c.sh.F, shared), acc_c(c.sc.gw, c.sc.gb, c.sc.F, shared);
+        int n0, n1;
+        my_columns(H, n0, n1);
+        for (int j = n - 1; j >= 0; --j) {
+            const int t = t0 + j;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int b = 0; b < B; ++b) backward_row<T>(c, t, j, nullptr, b, acc_h, acc_c);
+            const T* da = static_cast<const T*>(c.da) + (size_t)j * B * H4;
+            if (n0 < n1) {
+                if (t > 0)
+                    gemm_cols(B, H4, n0, n1, da, H4, W, H, static_cast<T*>(c.dh) + (size_t)(t - 1) * B * H, H, true,
+                              static_cast<const T*>(nullptr));
+                else if (dh0)
+                    gemm_cols(B, H4, n0, n1, da, H4, W, H, dh0, H, false, static_cast<const T*>(nullptr));
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+        acc_h.flush();
+        acc_c.flush();
+    }
+}
 }  // namespace
 
 extern "C" {
 
-int seqzoo_abi_version() { return 3; }
+int seqzoo_abi_version() { return 4; }
 
 void norm_lstm_forward_step_f32(const LoopCfg* c, int t, int j, const void* p) {
     forward_step<float>(*c, t, j, static_cast<const float*>(p));
 }
 void norm_lstm_forward_step_f64(const LoopCfg* c, int t, int j, const void* p) {
     forward_step<double>(*c, t, j, static_cast<const double*>(p));
+}
+void norm_lstm_forward_chunk_f32(const LoopCfg* c, int t0, int n, const void* wt, const void* bias, void* pwork) {
+    forward_chunk<float>(*c, t0, n, static_cast<const float*>(wt), static_cast<const float*>(bias),
+                         static_cast<float*>(pwork));
+}
+void norm_lstm_forward_chunk_f64(const LoopCfg* c, int t0, int n, const void* wt, const void* bias, void* pwork) {
+    forward_chunk<double>(*c, t0, n, static_cast<const double*>(wt), static_cast<const double*>(bias),
+                          static_cast<double*>(pwork));
+}
+void norm_lstm_backward_chunk_f32(const LoopCfg* c, int t0, int n, const void* w, void* dh0) {
+    backward_chunk<float>(*c, t0, n, static_cast<const float*>(w), static_cast<float*>(dh0));
+}
+void norm_lstm_backward_chunk_f64(const LoopCfg* c, int t0, int n, const void* w, void* dh0) {
+    backward_chunk<double>(*c, t0, n, static_cast<const double*>(w), static_cast<double*>(dh0));
 }
 void norm_lstm_backward_step_f32(const LoopCfg* c, int t, int j, const void* extra_dh) {
     backward_step<float>(*c, t, j, static_cast<const float*>(extra_dh));
@@ -288,9 +558,12 @@ void input_atn_forward(const InputAtnCfg& c) {
     const int B = c.B, F = c.F, k = c.k;
     const T* wf = static_cast<const T*>(c.wf);
     const T* bf = static_cast<const T*>(c.bf);
-    for (int j = 0; j < c.n; ++j) {
-        const int t = c.t0 + j;
-        for (int b = 0; b < B; ++b) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (go_parallel(B))
+#endif
+    for (int b = 0; b < B; ++b) {
+        for (int j = 0; j < c.n; ++j) {  // sequential in time: the window sums run along it
+            const int t = c.t0 + j;
             const size_t row = ((size_t)j * B + b) * F;
             const T* x = static_cast<const T*>(c.xc) + row;
             double s1 = 0.0, s2 = 0.0;
@@ -328,12 +601,20 @@ template <typename T>
 void input_atn_backward(const InputAtnCfg& c) {
     const int B = c.B, F = c.F, k = c.k;
     const T* w = static_cast<const T*>(c.w);
-    T* gw = static_cast<T*>(c.gw);
-    T* gb = static_cast<T*>(c.gb);
     double* Q = static_cast<double*>(c.Q);
-    for (int j = c.n - 1; j >= 0; --j) {
-        const int t = c.t0 + j;
-        for (int b = 0; b < B; ++b) {
+#ifdef _OPENMP
+#pragma omp parallel if (go_parallel(B))
+#endif
+    {
+    GradAcc<T> acc(c.gw, c.gb, F, team_size() > 1);
+    T* gw = acc.gw;
+    T* gb = acc.gb;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (int b = 0; b < B; ++b) {
+        for (int j = c.n - 1; j >= 0; --j) {  // reverse time: the window's gradient sums run backwards
+            const int t = c.t0 + j;
             const size_t row = ((size_t)j * B + b) * F;
             const T* x = static_cast<const T*>(c.xc) + row;
             const T* dg = static_cast<const T*>(c.dg) + row;
@@ -363,6 +644,8 @@ void input_atn_backward(const InputAtnCfg& c) {
                 dx[f] = r0 + dz * rt + x[f] * r1;
             }
         }
+    }
+    acc.flush();
     }
 }
 
