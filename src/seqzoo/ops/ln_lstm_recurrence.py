@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from seqzoo.ops import native_kernels
+from seqzoo.ops import native_kernels, workspace
 from seqzoo.ops.gemm import addmm_into, linear, mm, mm_into
 from seqzoo.ops.lstm_recurrence import _backward_buffers, _chunk_steps, _gate_scale, _time_major_mask
 from seqzoo.ops.window_norm import WindowState, window_init_state, window_moments_step
@@ -168,10 +168,6 @@ class _LNSite:
             cfg.mu, cfg.rs = self.MU.data_ptr(), self.RS.data_ptr()
         return cfg
 
-    def native_done(self) -> None:
-        if self.keep:
-            self.mu, self.rs = list(self.MU.unbind(0)), list(self.RS.unbind(0))
-
     # backward
     def begin_backward(self, like: Tensor) -> None:
         self.grad_w = torch.zeros_like(self.norm.weight) if self.norm.weight is not None else None
@@ -227,12 +223,19 @@ class _WindowSite:
         self.IC = (1.0 / (torch.clamp(steps, max=k).to(like.dtype) * features)).unsqueeze(-1)  # (L, B, 1)
         self.M = like.new_empty(seq_len, bsz, 2)
         self.RS = like.new_empty(seq_len, bsz, 1)
-        self.E_s, self.W_s, self.M_s, self.RS_s = self.E.unbind(0), self.W.unbind(0), self.M.unbind(0), \
-            self.RS.unbind(0)
-        self.IC_s = self.IC.unbind(0)
         self.z_work = like.new_empty(bsz, features)
+        self._views_made = False
+
+    def _views(self) -> None:
+        """Per-step views for the torch-op loop (made on first use: the C kernels index the buffers directly)."""
+        if not self._views_made:
+            self.E_s, self.W_s, self.M_s, self.RS_s = self.E.unbind(0), self.W.unbind(0), self.M.unbind(0), \
+                self.RS.unbind(0)
+            self.IC_s = self.IC.unbind(0)
+            self._views_made = True
 
     def forward(self, t: int, a: Tensor) -> Tensor:
+        self._views()
         k = self.k
         e = self.E_s[k + t]
         torch.sum(a, -1, out=e[:, 0])
@@ -259,9 +262,6 @@ class _WindowSite:
         cfg.IC, cfg.M = self.IC.data_ptr(), self.M.data_ptr()
         return cfg
 
-    def native_done(self) -> None:
-        pass
-
     def final_state(self) -> WindowState:
         """The window after the last step, in ``ops.window_norm``'s ring layout (detached)."""
         k, seq_len = self.k, self.seq_len
@@ -278,12 +278,14 @@ class _WindowSite:
         self.grad_b = torch.zeros_like(self.norm.bias) if self.norm.bias is not None else None
         bsz = like.shape[1]
         self.DS = like.new_zeros(self.seq_len + self.k, bsz, 2)  # d(window sums) of every step
-        self.DS_s = self.DS.unbind(0)
         self.R = like.new_zeros(bsz, 2)  # Σ of DS over the steps whose window holds the current step
         self.sab = like.new_empty(bsz, 2)
 
     def begin_chunk(self, t0: int, n: int, a: Tensor) -> None:
         """Per chunk: ẑ and the 2x2 factor mapping (Σdz, Σdz·ẑ) to d(Σa, Σa²)·(1, 2) of the window sums."""
+        self._views()
+        if not hasattr(self, "DS_s"):
+            self.DS_s = self.DS.unbind(0)
         mean, ic, rs = self.M[t0:t0 + n, :, 0:1], self.IC[t0:t0 + n], self.RS[t0:t0 + n]
         self.z = (a - mean).mul_(rs)
         c = a.new_zeros(n, a.shape[1], 2, 2)
@@ -376,7 +378,8 @@ class _InputFill:
     def _input_chunk(self, t0: int, n: int) -> Tensor:
         """A time-major copy of the raw input chunk (``x`` or ``xp``) in a reused workspace."""
         if self.x_work is None:
-            self.x_work = self.xin.new_empty(n, self.xin.shape[0], self.xin.shape[2])  # the first chunk is longest
+            self.x_work = workspace.take((n, self.xin.shape[0], self.xin.shape[2]), self.xin.dtype,
+                                         self.xin.device)  # the first chunk is longest
         xc = self.x_work[:n]
         xc.copy_(self.xin[:, t0:t0 + n].transpose(0, 1))
         return xc
@@ -413,7 +416,7 @@ class _InputFill:
                 self.stats.append((mu, rs))
             return y
         k = self.k
-        y = xc if self.weight_ih is not None and not self.keep else torch.empty_like(xc)
+        y = xc if self.weight_ih is not None and not self.keep else workspace.take(xc.shape, xc.dtype, xc.device)
         if self._native_atn(xc, y, t0, n, "forward"):
             return y
         e = self.E[k + t0:k + t0 + n]
@@ -533,7 +536,7 @@ class _InputFill:
                 self.grad_b.add_(db)
             return dx
         k = self.k
-        dx_native = torch.empty_like(xc)
+        dx_native = workspace.take(xc.shape, xc.dtype, xc.device)
         if self._native_atn(xc, dx_native, t0, n, "backward", dgates):
             return dx_native
         mean, rs = self.MEAN[t0:t0 + n], self.RS[t0:t0 + n]
@@ -628,9 +631,9 @@ def _forward_chunks(fill: _InputFill, h0: Tensor, seq_len: int, step: int, keep:
         n = min(step, seq_len - t0)
         if keep or work is None:
             m_alloc = n if keep else min(step, seq_len)
-            gate_buf = h0.new_empty(m_alloc if fill.norm is None else 0, bsz, four_h)
-            pre_buf = h0.new_empty(m_alloc if keep or pre_in_inference else 0, bsz, four_h)
-            work = (gate_buf, pre_buf, h0.new_empty(m_alloc, bsz, hidden))
+            gate_buf = workspace.take((m_alloc if fill.norm is None else 0, bsz, four_h), h0.dtype, h0.device)
+            pre_buf = workspace.take((m_alloc if keep or pre_in_inference else 0, bsz, four_h), h0.dtype, h0.device)
+            work = (gate_buf, pre_buf, workspace.take((m_alloc, bsz, hidden), h0.dtype, h0.device))
         buf = fill.fill(t0, n, work[0][:n])
         if not buf.is_contiguous():
             buf = buf.contiguous()
@@ -647,37 +650,32 @@ def _forward_native(lib, fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Te
     hidden = h0.shape[1]
     fn = getattr(lib, f"norm_lstm_forward_step_{_NATIVE_DTYPES[h0.dtype]}")
     w_lp = weight_hh.to(lp) if lp is not None else None
-    hs = h0.new_empty(seq_len + 1, bsz, hidden)
+    hs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
     hs[0] = h0
-    cs = h0.new_empty(seq_len + 1, bsz, hidden)
+    cs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
     cs[0] = c0
     mask_u8 = mask_tm.view(torch.uint8).contiguous() if mask_tm is not None else None
     cfg = _LoopCfg(B=bsz, H=hidden, has_mask=int(mask_u8 is not None), hs=hs.data_ptr(), cs=cs.data_ptr(),
                    mask=_ptr(mask_u8), sh=site_h.native_cfg(seq_len, h0), sc=site_c.native_cfg(seq_len, h0))
     ref = ctypes.byref(cfg)
     step = _forward_chunk_steps(h0, keep)
-    h_steps = hs.unbind(0)
     chunks: list[tuple[Tensor, Tensor, Tensor]] = []
-    chunk_fn = None
     if w_lp is None:  # whole chunks in C: the recurrent products too (split by columns over the threads)
         chunk_fn = getattr(lib, f"norm_lstm_forward_chunk_{_NATIVE_DTYPES[h0.dtype]}")
         w_t = weight_hh.detach().t().contiguous()  # (H, 4H)
         b_hh = bias_hh.detach().contiguous() if bias_hh is not None else None
         p_work = None if keep else h0.new_empty(bsz, 4 * hidden)
+    else:  # bf16 path: one bfloat16 GEMM per step through oneDNN, then the step kernel
+        h_steps = hs.unbind(0)
     for t0, n, buf, pre, tcn in _forward_chunks(fill, h0, seq_len, step, keep, chunks, pre_in_inference=False):
         cfg.acts, cfg.pre, cfg.tcn = buf.data_ptr(), (pre.data_ptr() if keep else None), tcn.data_ptr()
-        if chunk_fn is not None:
+        if w_lp is None:
             chunk_fn(ref, t0, n, _c_ptr(w_t.data_ptr()), _c_ptr(_ptr(b_hh)), _c_ptr(_ptr(p_work)))
             continue
         for j in range(n):
-            if w_lp is not None:  # bfloat16 GEMM, float32 pre-activation
-                p_lp = mm(h_steps[t0 + j].to(lp), w_lp.t())
-                p = torch.add(bias_hh, p_lp) if bias_hh is not None else p_lp.to(h0.dtype)
-            else:
-                p = linear(h_steps[t0 + j], weight_hh, bias_hh)
+            p_lp = mm(h_steps[t0 + j].to(lp), w_lp.t())
+            p = torch.add(bias_hh, p_lp) if bias_hh is not None else p_lp.to(h0.dtype)
             fn(ref, t0 + j, j, _c_ptr(p.data_ptr()))
-    site_h.native_done()
-    site_c.native_done()
     return hs, cs, chunks, step, cfg
 
 
@@ -725,9 +723,9 @@ def _forward_core(fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, b
     h2, h3 = 2 * hidden, 3 * hidden
     w_t = weight_hh.t()
     w_lp_t = weight_hh.to(lp).t() if lp is not None else None
-    hs = h0.new_empty(seq_len + 1, bsz, hidden)
+    hs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
     hs[0] = h0
-    cs = h0.new_empty(seq_len + 1, bsz, hidden)
+    cs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
     cs[0] = c0
     minus_one = torch.full((), -1.0, dtype=h0.dtype, device=h0.device)
     step = _forward_chunk_steps(h0, keep)
@@ -827,9 +825,9 @@ def _backward_core(chunks, step, hs, cs, weight_hh, mask_tm, fill, site_h, site_
             if isinstance(site, _WindowSite):
                 site_cfg.DS, site_cfg.R = site.DS.data_ptr(), site.R.data_ptr()
     first = chunks[0][0]
-    q_work = hs.new_empty(first.shape)
-    da_work = hs.new_empty(first.shape)
-    dcn_work = hs.new_empty(first.shape[0], bsz, hidden)
+    q_work = workspace.take(first.shape, hs.dtype, hs.device)
+    da_work = workspace.take(first.shape, hs.dtype, hs.device)
+    dcn_work = workspace.take((first.shape[0], bsz, hidden), hs.dtype, hs.device)
     for kk in range(len(chunks) - 1, -1, -1):
         acts, pre, tcn = chunks[kk]
         n = acts.shape[0]
