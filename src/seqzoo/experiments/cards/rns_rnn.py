@@ -121,11 +121,11 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(train={**_TRAIN, "steps": 2, "eval_every": 2, "lr": 0.005},
                       grid=lambda: _entries(4, (6, 8, 6, 8), 4, 1, tasks=("cfl-marked-reversal", "cfl-dyck")),
                       note="plumbing only: two tasks, hidden 4, lengths 6-8, 2 steps"),
-        "small": Scale(train={**_TRAIN, "steps": 500, "eval_every": 100, "lr": 0.005}, seeds=(0, 1),
+        "small": Scale(train={**_TRAIN, "steps": 1100, "eval_every": 100, "lr": 0.005}, seeds=(0, 1),
                        grid=lambda: _entries(20, (12, 24, 12, 32), 100, 10), workers=2,
                        note="lengths reduced for the O(n^3) NS dynamic program: train/valid 12-24 (paper 40-80), "
                             "test 12-32 (paper 40-100), 100 validation strings, 10 test strings per valid length; "
-                            "500 Adam steps of batch 10 (5,000 strings, paper: up to 200 epochs of 10,000), "
+                            "1,100 Adam steps of batch 10 (11,000 strings, paper: up to 200 epochs of 10,000), "
                             "lr 0.005 (one point of the paper's grid, no restarts), clip 5, best-validation "
                             "checkpoint; 2 seeds"),
         "paper": Scale(train={**_TRAIN, "steps": 200000, "eval_every": 1000, "lr": 0.005,
