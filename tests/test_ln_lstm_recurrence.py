@@ -34,6 +34,10 @@ def _setup(kind: str, seq_len: int, project: bool, seed: int = 0):
     x = r(B, seq_len, I if project else 4 * H)
     w = {"weight_hh": r(4 * H, H), "bias_hh": r(4 * H), "h0": r(B, H), "c0": r(B, H)}
     proj = {"weight_ih": r(4 * H, I), "bias_ih": r(4 * H)} if project else {}
+    if kind == "plain":  # every site the identity: the plain LSTM through the fused loop
+        return x, w, proj, {"x": M.IDENTITY_SITE, "h": M.IDENTITY_SITE, "c": M.IDENTITY_SITE}
+    if kind == "partial":  # LayerNorm on the recurrent term only
+        return x, w, proj, {"x": M.IDENTITY_SITE, "h": SiteNorm(None, r(4 * H), r(4 * H)), "c": M.IDENTITY_SITE}
     win = {"ln": None, "atn": 3, "mixed": 2}[kind]
     norms = {"x": SiteNorm(win, r(4 * H), r(4 * H)), "h": SiteNorm(None if kind == "mixed" else win, r(4 * H),
                                                                       r(4 * H)),
@@ -42,7 +46,7 @@ def _setup(kind: str, seq_len: int, project: bool, seed: int = 0):
 
 
 def _params(x, w, proj, norms):
-    return [x, *w.values(), *proj.values(), *(t for n in norms.values() for t in (n.weight, n.bias))]
+    return [x, *w.values(), *proj.values(), *(t for n in norms.values() for t in (n.weight, n.bias) if t is not None)]
 
 
 def _run(fn, x, w, proj, norms, mask=None, states=None):
@@ -62,7 +66,7 @@ def small_chunks(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("kind", ["ln", "atn", "mixed"])
+@pytest.mark.parametrize("kind", ["ln", "atn", "mixed", "plain", "partial"])
 @pytest.mark.parametrize("project", [False, True], ids=["projected", "raw-input"])
 def test_fast_equals_reference(kind, project, small_chunks):
     x, w, proj, norms = _setup(kind, 9, project)
@@ -78,8 +82,9 @@ def test_fast_equals_reference(kind, project, small_chunks):
             torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
 
 
-def test_layernorm_with_padding(small_chunks):
-    x, w, proj, norms = _setup("ln", 9, True)
+@pytest.mark.parametrize("kind", ["ln", "plain", "partial"])
+def test_layernorm_with_padding(kind, small_chunks):
+    x, w, proj, norms = _setup(kind, 9, True)
     mask = torch.ones(B, 9, dtype=torch.bool)
     mask[0, 6:] = False
     mask[1, 2:] = False
@@ -178,6 +183,18 @@ def test_two_threads_match_reference(kind, step_backend):
             torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_identity_sites_are_the_plain_lstm():
+    """All-identity sites through the fused loop equal the plain LSTM's own reference twin."""
+    from seqzoo.ops.lstm_recurrence import lstm_sequence_reference
+
+    x, w, proj, norms = _setup("plain", 11, True)
+    hs, h, c, _ = norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms, **proj)
+    xp = torch.nn.functional.linear(x, proj["weight_ih"], proj["bias_ih"])
+    ref = lstm_sequence_reference(xp, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"])
+    for a, b in zip(ref, (hs, h, c)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
 def test_bad_input_errors():

@@ -177,8 +177,14 @@ def test_matches_torch_lstm_with_copied_weights(padded):
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_lstm_layer_uses_fast_path_and_matches_torch():
+@pytest.mark.parametrize("native", [True, False], ids=["c-kernels", "no-c-kernels"])
+def test_lstm_layer_uses_fast_path_and_matches_torch(native, monkeypatch):
     import seqzoo
+    from seqzoo.ops import native_kernels
+
+    if native and native_kernels.load("norm_lstm_step") is None:
+        pytest.skip("the C++ step kernel could not be built here")
+    monkeypatch.setattr(native_kernels, "_enabled_override", native)
 
     torch.manual_seed(0)
     layer = seqzoo.create_model("lstm", d_input=5, d_model=6, encoder="none", d_output=1).layers[0].double()
@@ -190,8 +196,9 @@ def test_lstm_layer_uses_fast_path_and_matches_torch():
     y, (h, c) = layer(x)
     y_ref, (h_ref, c_ref) = ref(x)
     assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(c, c_ref[0], atol=1e-12)
-    # plain cells take lstm_layer (the projection inside the fused loop)
-    assert y.grad_fn is not None and "LSTMLayer" in type(y.grad_fn).__name__
+    # plain cells take the C chunk kernels with identity sites, or else lstm_layer (projection inside the loop)
+    want = "NormLSTMSequence" if native else "LSTMLayer"
+    assert y.grad_fn is not None and want in type(y.grad_fn).__name__
 
 
 def test_autocast_runs_recurrence_in_float32():

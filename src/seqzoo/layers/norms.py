@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from seqzoo.ops.ln_lstm_recurrence import SiteNorm
+from seqzoo.ops.ln_lstm_recurrence import IDENTITY_SITE, SiteNorm
 from seqzoo.registry_utils import Registry, check_kwargs
 
 NormState = tuple[Tensor, ...]
@@ -58,6 +58,9 @@ class IdentityNorm(RecurrentNorm):
 
     def forward(self, a: Tensor, state: NormState = ()) -> tuple[Tensor, NormState]:
         return a, state
+
+    def fused_site(self) -> SiteNorm | None:
+        return IDENTITY_SITE if type(self) is IdentityNorm else None
 
 
 class LayerNormSite(RecurrentNorm):

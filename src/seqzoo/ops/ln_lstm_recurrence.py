@@ -58,7 +58,10 @@ _INFER_CHUNK_BYTES = 2 << 20
 
 
 class SiteNorm(NamedTuple):
-    """One normalized site: ``window`` None (LayerNorm) or k (ATN), affine ``weight``/``bias`` (or None), ``eps``."""
+    """One site: ``window`` None (LayerNorm), k >= 1 (ATN) or 0 (identity: no normalization, no affine).
+
+    ``weight``/``bias`` are the affine gain and shift (or None), ``eps`` the variance floor.
+    """
 
     window: int | None
     weight: Tensor | None
@@ -66,8 +69,21 @@ class SiteNorm(NamedTuple):
     eps: float = 1e-5
 
 
+IDENTITY_SITE = SiteNorm(0, None, None)
+
+
+def _is_identity(norm: SiteNorm | None) -> bool:
+    return norm is not None and norm.window == 0
+
+
+def _is_window(norm: SiteNorm) -> bool:
+    return norm.window is not None and norm.window > 0
+
+
 # ----- the reference twin ---------------------------------------------------------------------
 def _site_reference(norm: SiteNorm, a: Tensor, state: WindowState | None) -> tuple[Tensor, WindowState | None]:
+    if _is_identity(norm):
+        return a, None
     if norm.window is None:
         return F.layer_norm(a, (a.shape[-1],), norm.weight, norm.bias, norm.eps), None
     assert state is not None
@@ -81,7 +97,7 @@ def _site_reference(norm: SiteNorm, a: Tensor, state: WindowState | None) -> tup
 
 
 def _fresh(norm: SiteNorm, state: WindowState | None, like: Tensor, features: int) -> WindowState | None:
-    if norm.window is None:
+    if not _is_window(norm):
         return None
     if state is None:
         return window_init_state(like.shape[0], norm.window, device=like.device, dtype=like.dtype)
@@ -323,8 +339,41 @@ class _WindowSite:
             self.grad_w.add_((self.z * dy).sum((0, 1)))
 
 
+class _IdentitySite:
+    """An un-normalized site: the forward output is ``scale ⊙ a`` (the gate scaling), the backward passes ``dy``."""
+
+    grad_w = grad_b = None
+
+    def __init__(self, features: int, scale: Tensor | float, like: Tensor) -> None:
+        self.features = features
+        self.weight_f = like.new_ones(features) * scale
+
+    def forward(self, t: int, a: Tensor) -> Tensor:
+        return a * self.weight_f
+
+    def final_state(self) -> None:
+        return None
+
+    def native_cfg(self, seq_len: int, like: Tensor) -> _SiteCfg:
+        return _site_cfg(2, 0, self.features, seq_len, IDENTITY_SITE, self.weight_f, None, self)
+
+    def begin_backward(self, like: Tensor) -> None:
+        pass
+
+    def begin_chunk(self, t0: int, n: int, a: Tensor) -> None:
+        pass
+
+    def backward(self, t: int, dy: Tensor, a: Tensor) -> Tensor:
+        return dy
+
+    def end_chunk(self, t0: int, n: int, a: Tensor, dy: Tensor) -> None:
+        pass
+
+
 def _make_site(norm: SiteNorm, features: int, scale: Tensor | float, state: WindowState | None, seq_len: int,
-               like: Tensor, keep: bool) -> _LNSite | _WindowSite:
+               like: Tensor, keep: bool) -> _LNSite | _WindowSite | _IdentitySite:
+    if _is_identity(norm):
+        return _IdentitySite(features, scale, like)
     if norm.window is None:
         return _LNSite(norm, features, scale, like, keep)
     return _WindowSite(norm, features, scale, state, seq_len, like)
@@ -602,6 +651,11 @@ class _InputAtnCfg(ctypes.Structure):
 
 
 _NATIVE_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def native_available(like: Tensor) -> bool:
+    """True when the C step kernels will run this loop for tensors like ``like`` (CPU, float32/float64, built)."""
+    return _native_lib(like) is not None
 
 
 def _native_lib(like: Tensor) -> ctypes.CDLL | None:
@@ -915,7 +969,9 @@ class _Config:
                    bias_ih: Tensor | None = None) -> tuple[_InputFill, _LNSite | _WindowSite, _LNSite | _WindowSite]:
         hidden, seq_len = self.hidden, xp.shape[1]
         d = _gate_scale(hidden, h0)
-        return (_InputFill(xp, self.norms.get("x"), d, keep, self.states.get("x"), weight_ih, bias_ih, self.lp),
+        norm_x = self.norms.get("x")
+        norm_x = None if _is_identity(norm_x) else norm_x
+        return (_InputFill(xp, norm_x, d, keep, self.states.get("x"), weight_ih, bias_ih, self.lp),
                 _make_site(self.norms["h"], 4 * hidden, d, self.states.get("h"), seq_len, h0, keep),
                 _make_site(self.norms["c"], hidden, 2.0, self.states.get("c"), seq_len, h0, keep))
 
@@ -962,7 +1018,7 @@ def norm_lstm_sequence(
     if set(norms) - {"x", "h", "c"} or not {"h", "c"} <= set(norms):
         raise ValueError(f"norm_lstm_sequence: norms must have the sites 'h', 'c' (and maybe 'x'), got {sorted(norms)}")
     states = dict(states or {})
-    if any(n.window is not None for n in norms.values()) and mask is not None:
+    if any(_is_window(n) for n in norms.values()) and mask is not None:
         raise ValueError("norm_lstm_sequence: ATN (window) sites take no mask; use the reference loop")
     if any(t.requires_grad for st in states.values() for t in st):
         raise ValueError("norm_lstm_sequence: window states must not require grad")

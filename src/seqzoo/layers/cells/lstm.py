@@ -4,9 +4,10 @@ Norm sites (LN-LSTM layout of Ba et al. 2016): ``x`` on ``W_ih x_t + b_ih``, ``h
 ``W_hh h_{t-1} + b_hh`` (each over all 4H gate pre-activations jointly), and ``c`` on the cell
 state before the output tanh (the carried ``c_t`` stays un-normalized).
 
-Fast paths: with no norm, ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection
-under autocast); when every site is a LayerNorm or
-an ATN window (``RecurrentNorm.fused_site``), ``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only
+Fast paths: with no norm, the C chunk kernels of ``ops.ln_lstm_recurrence`` with identity sites where they are
+built (CPU, float32/float64), else ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted
+projection under autocast); when every site is a LayerNorm, an ATN
+window or the identity (``RecurrentNorm.fused_site``), ``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only
 without padding and with window states that do not require grad; otherwise the generic loop).
 """
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.layers.cells.base import RecurrentCell, State
-from seqzoo.ops.ln_lstm_recurrence import norm_lstm_sequence
+from seqzoo.ops.ln_lstm_recurrence import native_available, norm_lstm_sequence
 from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence
 
 
@@ -56,6 +57,8 @@ class LSTMCell(RecurrentCell):
         if self.plain:
             if torch.is_autocast_enabled(x.device.type):
                 return None
+            if native_available(x):  # identity sites through the C chunk kernels
+                return self._normed_sequence(x, state, mask, project=True)
             hs, h, c = lstm_layer(x, self.weight_ih, self.bias_ih, state[0], state[1], self.weight_hh, self.bias_hh,
                                   mask)
             return hs, (h, c)

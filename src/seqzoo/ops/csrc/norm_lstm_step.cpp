@@ -23,7 +23,7 @@
 extern "C" {
 
 struct SiteCfg {
-    int32_t kind;  // 0: LayerNorm, 1: ATN window
+    int32_t kind;  // 0: LayerNorm, 1: ATN window, 2: identity (no statistics; only the gate scaling wf)
     int32_t k;     // window length (ATN)
     int32_t F;     // features
     int32_t L;     // sequence length (ATN backward: DS is dropped k steps later)
@@ -73,6 +73,11 @@ inline T sigm(T x) {
 template <typename T>
 inline void site_stats(const SiteCfg& s, int B, int t, int b, const T* a, T& mean, T& rs) {
     const int F = s.F;
+    if (s.kind == 2) {
+        mean = T(0);
+        rs = T(1);
+        return;
+    }
     if (s.kind == 0) {
         double s1 = 0.0;
         for (int f = 0; f < F; ++f) s1 += a[f];
@@ -170,6 +175,14 @@ template <typename T>
 inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* __restrict__ dy, const T* __restrict__ a,
                           T* __restrict__ da, bool accumulate, GradAcc<T>& acc) {
     const int F = s.F;
+    if (s.kind == 2) {  // identity: the gradient passes through
+        if (accumulate) {
+            for (int f = 0; f < F; ++f) da[f] += dy[f];
+        } else {
+            std::memcpy(da, dy, sizeof(T) * F);
+        }
+        return;
+    }
     const T* __restrict__ w = static_cast<const T*>(s.w);
     const T rs = static_cast<const T*>(s.rs)[(size_t)t * B + b];
     const T mean = s.kind == 0 ? static_cast<const T*>(s.mu)[(size_t)t * B + b]
@@ -523,7 +536,7 @@ void backward_chunk(const LoopCfg& c, int t0, int n, const T* W, T* dh0) {
 
 extern "C" {
 
-int seqzoo_abi_version() { return 4; }
+int seqzoo_abi_version() { return 5; }
 
 void norm_lstm_forward_step_f32(const LoopCfg* c, int t, int j, const void* p) {
     forward_step<float>(*c, t, j, static_cast<const float*>(p));
