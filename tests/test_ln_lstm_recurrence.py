@@ -185,6 +185,33 @@ def test_two_threads_match_reference(kind, step_backend):
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("kind", ["plain", "ln"])
+def test_float32_saturated_gates_stay_finite(kind):
+    """Huge pre-activations saturate every gate; the C kernels' fast-math sigmoid must give 0/1, never NaN."""
+    g = torch.Generator().manual_seed(2)
+    bsz, seq_len, d_in, hidden = 6, 25, 8, 16
+    x = (torch.randn(bsz, seq_len, d_in, generator=g) * 40).requires_grad_()
+    w_ih = (torch.randn(4 * hidden, d_in, generator=g) * 5).requires_grad_()
+    w_hh = (torch.randn(4 * hidden, hidden, generator=g) * 5).requires_grad_()
+    b = (torch.randn(4 * hidden, generator=g) * 50).requires_grad_()
+    if kind == "plain":
+        norms = {"h": M.IDENTITY_SITE, "c": M.IDENTITY_SITE}
+    else:  # a large gain makes the normalized pre-activations huge too
+        norms = {"h": SiteNorm(None, torch.full((4 * hidden,), 200.0), None),
+                 "c": SiteNorm(None, torch.full((hidden,), 200.0), None)}
+    h0 = torch.zeros(bsz, hidden)
+
+    def run(fn):
+        hs, h, c, _ = fn(x, h0, h0, w_hh, b, norms, weight_ih=w_ih, bias_ih=b)
+        grads = torch.autograd.grad((hs * hs).sum() + c.sum(), [x, w_ih, w_hh, b])
+        return [hs.detach(), *grads]
+
+    ref, fast = run(norm_lstm_sequence_reference), run(norm_lstm_sequence)
+    for got, want in zip(fast, ref):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * max(1.0, want.abs().max().item()))
+
+
 def test_identity_sites_are_the_plain_lstm():
     """All-identity sites through the fused loop equal the plain LSTM's own reference twin."""
     from seqzoo.ops.lstm_recurrence import lstm_sequence_reference

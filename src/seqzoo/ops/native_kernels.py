@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _SRC_DIR = Path(__file__).parent / "csrc"
 _FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
 _enabled_override: bool | None = None

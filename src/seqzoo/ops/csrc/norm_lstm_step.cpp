@@ -66,6 +66,11 @@ namespace {
 
 template <typename T>
 inline T sigm(T x) {
+    // Clamp so exp(-x) stays finite: under -ffast-math the division may become a reciprocal estimate plus a
+    // Newton step, which turns 1 / (1 + inf) into NaN instead of 0. At |x| = 80 (float) the sigmoid is already
+    // 0 or 1 to within 1e-34, so the clamp changes nothing else.
+    const T lim = sizeof(T) == 4 ? T(80) : T(700);
+    x = x < -lim ? -lim : (x > lim ? lim : x);
     return T(1) / (T(1) + std::exp(-x));
 }
 
@@ -536,7 +541,7 @@ void backward_chunk(const LoopCfg& c, int t0, int n, const T* W, T* dh0) {
 
 extern "C" {
 
-int seqzoo_abi_version() { return 5; }
+int seqzoo_abi_version() { return 6; }
 
 void norm_lstm_forward_step_f32(const LoopCfg* c, int t, int j, const void* p) {
     forward_step<float>(*c, t, j, static_cast<const float*>(p));
