@@ -25,12 +25,15 @@ Function with a hand-written backward through time (the same design as ``ops.lst
   factor) whose effect on the earlier steps of the window is a reverse running sum; ``dW_hh``, ``db_hh``
   and the norm gains and biases are one reduction per chunk.
 
-Per-step kernels: on CPU in float32/float64 the per-step pointwise work above runs in one C call a step
-(``csrc/norm_lstm_step.cpp``, built and cached by ``ops.native_kernels``): forward the site statistics, gates,
-cell update and output; backward the gate derivatives from the saved activations, both site backwards (with
-their gain/bias gradients accumulated in place) and the padding pass-through. Python keeps the chunking, every
-GEMM (``ops.gemm``: oneDNN) and the per-chunk reductions; without a compiler (or with ``SEQZOO_NATIVE=0``) the
+C kernels: on CPU in float32/float64 each chunk of steps runs in one C call (``csrc/norm_lstm_step.cpp``, built
+and cached by ``ops.native_kernels``), recurrent products included (split by columns over the OpenMP threads):
+forward the site statistics, gates, cell update and output; backward the gate derivatives from the saved
+activations, both site backwards (with their gain/bias gradients accumulated in place) and the padding
+pass-through. An ATN input site is one C call per chunk. Under the bf16 path the per-step products stay bfloat16
+oneDNN GEMMs in Python and only the pointwise work of a step is one C call. Python keeps the chunking, the large
+GEMMs (``ops.gemm``: oneDNN) and the per-chunk reductions; without a compiler (or with ``SEQZOO_NATIVE=0``) the
 torch-op loop described above runs instead, with the same results. Both are tested against the reference twin.
+Identity sites (``SiteNorm(0, ...)``) make the same loop serve the plain LSTM.
 
 Limits (the caller falls back to the generic loop): ATN sites take no ``mask``, and gradients do not flow
 into or out of the ATN window states (``h_state``/``c_state`` must not require grad; the returned states
@@ -665,6 +668,15 @@ def _native_lib(like: Tensor) -> ctypes.CDLL | None:
     return native_kernels.load("norm_lstm_step")
 
 
+def _state_buffers(h0: Tensor, c0: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
+    """Time-major ``hs``, ``cs`` (L+1, B, H) with ``h0``/``c0`` first, from the workspace pool."""
+    hs = workspace.take((seq_len + 1, *h0.shape), h0.dtype, h0.device)
+    hs[0] = h0
+    cs = workspace.take((seq_len + 1, *h0.shape), h0.dtype, h0.device)
+    cs[0] = c0
+    return hs, cs
+
+
 def _forward_chunk_steps(h0: Tensor, keep: bool) -> int:
     four_h = 4 * h0.shape[1]
     return _chunk_steps(h0.shape[0], 2 * four_h + h0.shape[1], h0.element_size(),
@@ -699,15 +711,12 @@ def _forward_chunks(fill: _InputFill, h0: Tensor, seq_len: int, step: int, keep:
 
 def _forward_native(lib, fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
                     site_h, site_c, mask_tm: Tensor | None, keep: bool, lp: torch.dtype | None):
-    """``_forward_core`` with each step's pointwise work in one C call (same outputs and saved buffers)."""
+    """``_forward_core`` through the C kernels: one call per chunk (per step under bf16); same outputs and buffers."""
     bsz, seq_len = fill.xin.shape[0], fill.xin.shape[1]
     hidden = h0.shape[1]
     fn = getattr(lib, f"norm_lstm_forward_step_{_NATIVE_DTYPES[h0.dtype]}")
     w_lp = weight_hh.to(lp) if lp is not None else None
-    hs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
-    hs[0] = h0
-    cs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
-    cs[0] = c0
+    hs, cs = _state_buffers(h0, c0, seq_len)
     mask_u8 = mask_tm.view(torch.uint8).contiguous() if mask_tm is not None else None
     cfg = _LoopCfg(B=bsz, H=hidden, has_mask=int(mask_u8 is not None), hs=hs.data_ptr(), cs=cs.data_ptr(),
                    mask=_ptr(mask_u8), sh=site_h.native_cfg(seq_len, h0), sc=site_c.native_cfg(seq_len, h0))
@@ -736,11 +745,13 @@ def _forward_native(lib, fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Te
 def _backward_chunk_native(lib, cfg: _LoopCfg, t0: int, n: int, weight_hh: Tensor, w_lp: Tensor | None, lp,
                            chunk: tuple[Tensor, Tensor, Tensor], qk: Tensor, dcnk: Tensor, dak: Tensor,
                            extra: Tensor | None, need_h0: bool) -> tuple[Tensor | None, Tensor | None]:
-    """One chunk of the backward loop, one C call per step; returns ``(extra, dh0)``.
+    """One chunk of the backward loop through the C kernels; returns ``(extra, dh0)``.
 
-    The kernel writes the chunk's gate gradients into ``qk``, the c-site's into ``dcnk`` and the recurrent
-    pre-activation gradients into ``dak``, and accumulates the two in-loop sites' gain/bias gradients. ``extra``
-    is ``da_{t+1} W_hh`` of the step after this chunk's last one (the kernel adds it into ``dh_t``).
+    The kernels write the chunk's gate gradients into ``qk``, the c-site's into ``dcnk`` and the recurrent
+    pre-activation gradients into ``dak``, and accumulate the two in-loop sites' gain/bias gradients. In float32 and
+    float64 the whole chunk is one call, recurrent products included. Under bf16 (``w_lp``) it is one call per step
+    and ``extra`` carries ``da_{t+1} W_hh`` (a bfloat16 GEMM) from the step after, which the kernel adds into
+    ``dh_t``.
     """
     suffix = _NATIVE_DTYPES[qk.dtype]
     ref = ctypes.byref(cfg)
@@ -760,7 +771,7 @@ def _backward_chunk_native(lib, cfg: _LoopCfg, t0: int, n: int, weight_hh: Tenso
         t = t0 + j
         fn(ref, t, j, _c_ptr(_ptr(extra)))
         if t > 0 or need_h0:
-            extra = mm(da_s[j].to(lp), w_lp).to(qk.dtype) if w_lp is not None else mm(da_s[j], weight_hh)
+            extra = mm(da_s[j].to(lp), w_lp).to(qk.dtype)
         else:
             extra = None
         if t == 0:
@@ -772,15 +783,12 @@ def _forward_core(fill: _InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, b
                   site_h: _LNSite | _WindowSite, site_c: _LNSite | _WindowSite, mask_tm: Tensor | None,
                   keep: bool, lp: torch.dtype | None = None):
     """The forward loop; returns ``(hs, c_T, chunks, step)`` with ``chunks`` per chunk ``(acts, pre_h, tanh_cn)``."""
-    bsz, seq_len = fill.xin.shape[0], fill.xin.shape[1]
+    seq_len = fill.xin.shape[1]
     hidden = h0.shape[1]
     h2, h3 = 2 * hidden, 3 * hidden
     w_t = weight_hh.t()
     w_lp_t = weight_hh.to(lp).t() if lp is not None else None
-    hs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
-    hs[0] = h0
-    cs = workspace.take((seq_len + 1, bsz, hidden), h0.dtype, h0.device)
-    cs[0] = c0
+    hs, cs = _state_buffers(h0, c0, seq_len)
     minus_one = torch.full((), -1.0, dtype=h0.dtype, device=h0.device)
     step = _forward_chunk_steps(h0, keep)
     h_steps, c_steps = hs.unbind(0), cs.unbind(0)

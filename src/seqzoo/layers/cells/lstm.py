@@ -4,11 +4,11 @@ Norm sites (LN-LSTM layout of Ba et al. 2016): ``x`` on ``W_ih x_t + b_ih``, ``h
 ``W_hh h_{t-1} + b_hh`` (each over all 4H gate pre-activations jointly), and ``c`` on the cell
 state before the output tanh (the carried ``c_t`` stays un-normalized).
 
-Fast paths: with no norm, the C chunk kernels of ``ops.ln_lstm_recurrence`` with identity sites where they are
-built (CPU, float32/float64), else ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted
-projection under autocast); when every site is a LayerNorm, an ATN
-window or the identity (``RecurrentNorm.fused_site``), ``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only
-without padding and with window states that do not require grad; otherwise the generic loop).
+Fast paths: when every site is a LayerNorm, an ATN window or the identity (``RecurrentNorm.fused_site``),
+``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only without padding and with window states that do not
+require grad; otherwise the generic loop). A plain cell takes it too where its C kernels are built (CPU,
+float32/float64), else ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection under
+autocast).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class LSTMCell(RecurrentCell):
     def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
         """The fused loop with the input projection inside (None for subclasses changing the math).
 
-        Plain cells take ``lstm_layer`` (projection per chunk, oneDNN GEMMs), except under autocast, where the
-        hoisted projection runs in the autocast dtype; LN/ATN cells take the normalized loop.
+        Plain cells take the C chunk kernels with identity sites where they are built, else ``lstm_layer``
+        (projection per chunk, oneDNN GEMMs); under autocast they return None, so the hoisted projection runs in the
+        autocast dtype. LN/ATN cells take the normalized loop.
         """
         cls = type(self)
         if (cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
