@@ -39,9 +39,9 @@ def small(**kw) -> dict:
 
 # ----- config ------------------------------------------------------------------------------------------
 def test_config_unknown_key_names_closest():
-    with pytest.raises(KeyError, match="warmup_steps"):
+    with pytest.raises(ConfigError, match="warmup_steps"):
         TrainConfig.from_dict({"warmup_step": 10})
-    with pytest.raises(KeyError, match="eval_every"):
+    with pytest.raises(ConfigError, match="eval_every"):
         TrainConfig.from_dict({"eval_evry": 10})
 
 
@@ -266,7 +266,7 @@ def test_unknown_names_and_arguments(tmp_path):
         train("lstmm", "adding", out=tmp_path, config=small())
     with pytest.raises(TypeError, match="d_model"):
         train("lstm", "adding", model_args={"d_modle": 8}, out=tmp_path, config=small())
-    with pytest.raises(KeyError, match="steps"):
+    with pytest.raises(ConfigError, match="steps"):
         train("lstm", "adding", out=tmp_path, config={"step": 3})
     with pytest.raises(TypeError, match="TrainConfig"):
         train("lstm", "adding", out=tmp_path, config=[("steps", 3)])

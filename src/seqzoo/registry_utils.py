@@ -8,6 +8,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from seqzoo.errors import UnknownNameError  # noqa: F401  (re-exported: callers import it from here)
+
 T = TypeVar("T")
 
 
@@ -42,13 +44,6 @@ def signature_params(fn: Callable) -> list[str]:
         for p in sig.parameters.values()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
     ]
-
-
-class UnknownNameError(KeyError):
-    """A name that is not registered; the message suggests the closest valid one."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):

@@ -14,13 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import closest, signature_params
 
 NAMESPACES = ("model", "task", "train")
-
-
-class ConfigError(ValueError):
-    """A ``key=value`` override that cannot be used; the message says what to type instead."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import closest
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -108,7 +109,7 @@ class TrainConfig:
                 msg = f"unknown train config key {key!r}"
                 if hint is not None:
                     msg += f"; did you mean {hint!r}?"
-                raise KeyError(msg + f" Valid keys: {', '.join(valid)}")
+                raise ConfigError(msg + f" Valid keys: {', '.join(valid)}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,10 +118,6 @@ class TrainConfig:
     @property
     def checkpoint_interval(self) -> int:
         return self.checkpoint_every if self.checkpoint_every is not None else self.eval_every
-
-
-class ConfigError(ValueError):
-    """A train config value of the wrong type, out of range, or not among the choices."""
 
 
 def _check_value(name: str, value: Any) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqzoo.errors import RunExistsError
 from seqzoo.tasks.base import Batch, Task, derive_seed
 from seqzoo.training.checkpoint import (
     Checkpoint,
@@ -83,10 +84,6 @@ from seqzoo.training.runs import (
 from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_params
 
 log = logging.getLogger("seqzoo.training")
-
-
-class RunExistsError(FileExistsError):
-    """The run directory already holds a run and neither resume nor overwrite was asked for."""
 
 
 def resolve_config(config: TrainConfig | dict | None) -> TrainConfig:
