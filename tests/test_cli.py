@@ -73,7 +73,7 @@ def test_print_config(capsys):
                      "steps=500", "schedule=cosine", "--seeds", "0", "1", "--print-config")
     assert rc == 0
     cfg = json.loads(out)
-    assert cfg["task_args"] == {"seq_len": 50}
+    assert cfg["task_args"]["seq_len"] == 50 and cfg["task_args"]["n_valid"] == 1000  # task defaults shown too
     assert cfg["model_args"]["d_model"] == 64 and cfg["model_args"]["d_input"] == 2  # filled in by the task
     assert cfg["model_args"]["decoder"] == "last"
     assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["steps"] == 500 and cfg["train"]["schedule"] == "cosine"

@@ -38,3 +38,15 @@ class RunExistsError(SeqzooError, FileExistsError):
 
 class UnknownNameError(SeqzooError, KeyError):
     """A name that is not registered; the message suggests the closest valid one."""
+
+
+class RunNotFoundError(RunError, FileNotFoundError):
+    """A run folder, or a file a run needs, that does not exist."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument whose value has the wrong type (a ``TypeError``, as Python raises for one)."""
+
+
+class UnknownArgumentError(ConfigTypeError):
+    """An argument a builder does not take (a ``TypeError``, as Python raises for an unexpected keyword)."""

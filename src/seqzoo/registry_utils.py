@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import fnmatch
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from seqzoo.errors import UnknownNameError  # noqa: F401  (re-exported: callers import it from here)
+from seqzoo.errors import ConfigTypeError, UnknownArgumentError, UnknownNameError  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
@@ -29,11 +32,83 @@ def unknown_message(kind: str, name: str, options: Iterable[str]) -> str:
 
 
 def check_kwargs(kind: str, kwargs: dict[str, Any], valid: Iterable[str]) -> None:
-    """Raise a TypeError naming the closest valid key for each unknown key in ``kwargs``."""
+    """Raise an ``UnknownArgumentError`` naming the closest valid key for each unknown key in ``kwargs``."""
     valid = list(valid)
     for key in kwargs:
         if key not in valid:
-            raise TypeError(unknown_message(f"argument for {kind}", key, valid))
+            raise UnknownArgumentError(unknown_message(f"argument for {kind}", key, valid))
+
+
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation that does not evaluate here: check nothing rather than guess
+        return {}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (types this check does not understand always fit)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(_matches(v, inner) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        inner = typing.get_args(hint)
+        return "a list" + (f" of {_describe(inner[0])}" if inner and inner[-1] is not Ellipsis and len(inner) == 1
+                           else "")
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_types(kind: str, fn: Callable, kwargs: dict[str, Any]) -> None:
+    """Raise a ``ConfigError`` naming the key when a value does not fit ``fn``'s annotation for it.
+
+    Runs before ``fn`` is called, so ``seq_len="abc"`` says "seq_len must be an integer" instead of failing
+    somewhere inside with a comparison between str and int.
+    """
+    hints = _type_hints(fn)
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            raise ConfigTypeError(f"{kind}: argument {key!r} must be {_describe(hint)}, got {value!r} "
+                              f"({type(value).__name__})")
 
 
 def signature_params(fn: Callable) -> list[str]:

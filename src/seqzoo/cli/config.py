@@ -16,6 +16,7 @@ from typing import Any
 
 from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import closest, signature_params
+from seqzoo.training.run_config import RunConfig
 
 NAMESPACES = ("model", "task", "train")
 
@@ -30,21 +31,28 @@ class Assignment:
 
 @dataclass
 class ResolvedConfig:
-    """What ``seqzoo train`` will run: user arguments per namespace plus the fully resolved model args."""
+    """What ``seqzoo train`` will run: the resolved run (``RunConfig``, exactly the trainer's ``config.json``), the
+    seeds, and the user's overrides per namespace."""
 
-    model: str
-    task: str
-    model_args: dict[str, Any]
-    task_args: dict[str, Any]
-    train: dict[str, Any]
+    run: RunConfig
     seeds: list[int]
-    resolved_model_args: dict[str, Any] = field(default_factory=dict)
-    resolved_train: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.run.model
+
+    @property
+    def task(self) -> str:
+        return self.run.task
+
+    def for_seed(self, seed: int) -> RunConfig:
+        return self.run.with_seed(seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "model_args": self.resolved_model_args, "task": self.task,
-                "task_args": self.task_args, "train": self.resolved_train, "seeds": self.seeds,
-                "overrides": {"model": self.model_args, "task": self.task_args, "train": self.train}}
+        d = self.run.to_dict()
+        d["train"].pop("seed", None)
+        return {**d, "seeds": self.seeds, "overrides": self.overrides}
 
 
 def parse_value(raw: str) -> Any:
@@ -131,11 +139,10 @@ def _unknown_key(key: str, keys: dict[str, list[str]]) -> str:
 
 def resolve_config(model: str, task: str, assignments: list[Assignment], seeds: list[int] | None = None,
                    data_dir: str | None = None) -> ResolvedConfig:
-    """Route and validate everything ``seqzoo train`` needs, building the task, config and model once."""
-    from seqzoo.models import create_model
-    from seqzoo.models.registry import MODELS
-    from seqzoo.tasks import create_task
-    from seqzoo.training import TrainConfig
+    """Route the overrides, then resolve and check the run with the trainer's own rule (``resolve_run``): the
+    task, the model on one training batch and the data, so every error ``train`` would hit before work starts
+    is raised here too."""
+    from seqzoo.training.run_config import resolve_run
 
     keys = namespace_keys(model, task)
     routed = route(assignments, keys)
@@ -146,15 +153,6 @@ def resolve_config(model: str, task: str, assignments: list[Assignment], seeds: 
     train_args.pop("seed", None)
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"--seeds has duplicates: {seed_list}")
-    task_args = routed["task"]
-    if data_dir is not None and "data_dir" in keys["task"] and "data_dir" not in task_args:
-        task_args["data_dir"] = data_dir
-    task_obj = create_task(task, **task_args)
-    cfg = TrainConfig.from_dict({**train_args, "seed": seed_list[0]})
-    model_args = routed["model"]
-    filled = {k: v for k, v in task_obj.spec.model_kwargs().items() if k not in model_args}
-    resolved = {**MODELS.get(model).defaults, **filled, **model_args}
-    create_model(model, **{**filled, **model_args})  # validates values (sizes, choices) before any training
-    resolved_train = dataclasses.asdict(cfg)
-    resolved_train.pop("seed", None)
-    return ResolvedConfig(model, task, model_args, task_args, train_args, seed_list, resolved, resolved_train)
+    resolved = resolve_run(model, task, model_args=routed["model"], task_args=routed["task"],
+                           config={**train_args, "seed": seed_list[0]}, data_dir=data_dir)
+    return ResolvedConfig(resolved.config, seed_list, routed)

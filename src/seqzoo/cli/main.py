@@ -86,9 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     results = []
     for seed in cfg.seeds:
-        config = {**cfg.train, "seed": seed}
-        res = train(cfg.model, cfg.task, model_args=cfg.model_args, task_args=cfg.task_args, config=config,
-                    out=args.out, resume=args.resume, run_name=_run_name(args.name, seed, len(cfg.seeds)))
+        res = train(cfg.for_seed(seed), out=args.out, resume=args.resume,
+                    run_name=_run_name(args.name, seed, len(cfg.seeds)))
         results.append(res)
         print(f"seed {seed}: {res.status}, {res.steps} steps (best {res.best_step}), "
               f"valid {_fmt_metrics(res.valid)}, test {_fmt_metrics(res.test)}, {res.wall_time:.1f} s -> {res.run_dir}",

@@ -54,11 +54,12 @@ class Recurrent(SequenceLayer):
         check_input(x, self.d_model, who)
         mask = check_mask(mask, x, who)
         state = self._check_state(state, x)
-        fast = self.cell.sequence_inputs(x, state, mask)
+        empty = x.shape[0] == 0  # an empty batch, as torch.nn.LSTM accepts: the plain loop handles it
+        fast = None if empty else self.cell.sequence_inputs(x, state, mask)
         if fast is not None:
             return fast
         xp = self.cell.project_inputs(x)
-        fast = self.cell.sequence(xp, state, mask)
+        fast = None if empty else self.cell.sequence(xp, state, mask)
         if fast is not None:
             return fast
         outs = []

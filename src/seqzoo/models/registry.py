@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from seqzoo.registry_utils import Registry, check_kwargs, signature_params
+from seqzoo.errors import ConfigError
+from seqzoo.registry_utils import Registry, check_kwargs, check_types, signature_params
 
 
 @dataclass
@@ -65,7 +66,14 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     for key, value in overrides.items():  # dict-valued presets (layer_kwargs) merge with the override
         if isinstance(value, dict) and isinstance(entry.defaults.get(key), dict):
             config[key] = {**entry.defaults[key], **value}
-    model = entry.builder(**config)
+    check_types(f"model {name!r}", entry.builder, config)
+    try:
+        model = entry.builder(**config)
+    except ValueError as err:  # builders validate values (sizes, choices) with ValueError: the user's input
+        if isinstance(err, ConfigError):
+            raise
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith(name) else f"model {name!r}: {msg}") from err
     model.seqzoo_name = name
     model.seqzoo_config = config
     return model

@@ -10,7 +10,6 @@ A model state carried across steps (truncated BPTT) is stored the same way: its 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -21,41 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqzoo.errors import IntegrityError, RunError, RunNotFoundError
+from seqzoo.files import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_bytes  # noqa: F401
+
 CHECKPOINT_DIR = "checkpoint"
 MANIFEST = "manifest.json"
 FORMAT = "seqzoo-checkpoint"
 VERSION = 1
 
 
-# ----- atomic files ---------------------------------------------------------------------------------------
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+# ----- atomic files: seqzoo.files (fsync_dir, atomic_write_bytes, atomic_write_json) ------------------------
 
 
 # ----- optimizer state <-> tensors + JSON ---------------------------------------------------------------
@@ -194,10 +168,6 @@ class Checkpoint:
     carried_state: Any = None  # the model state carried into the next step (TBPTT); None = start fresh
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` into ``run_dir/checkpoint`` (files first, manifest last), then drop older files."""
     from safetensors.torch import save
@@ -224,7 +194,7 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     files = {}
     for role, (name, data) in blobs.items():
         atomic_write_bytes(d / name, data)
-        files[role] = {"file": name, "bytes": len(data), "sha256": _sha256(data)}
+        files[role] = {"file": name, "bytes": len(data), "sha256": sha256_bytes(data)}
     atomic_write_json(d / MANIFEST, {"format": FORMAT, "version": VERSION, "step": ckpt.step, "files": files})
     keep = {MANIFEST} | {f["file"] for f in files.values()}
     for p in d.iterdir():
@@ -244,19 +214,20 @@ def read_manifest(run_dir: str | os.PathLike) -> dict | None:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a seqzoo checkpoint manifest (format={manifest.get('format')!r})")
+        raise RunError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise RunError(f"{path}: not a seqzoo checkpoint manifest (format={got!r})")
     return manifest
 
 
 def _read_checked(d: Path, entry: dict) -> bytes:
     path = d / entry["file"]
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint file {path} named by {d / MANIFEST} is missing")
+        raise RunNotFoundError(f"checkpoint file {path} named by {d / MANIFEST} is missing")
     data = path.read_bytes()
-    if len(data) != entry["bytes"] or _sha256(data) != entry["sha256"]:
-        raise ValueError(f"checkpoint file {path} is corrupt (size or SHA-256 differs from {d / MANIFEST})")
+    if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
+        raise IntegrityError(f"checkpoint file {path} is corrupt (size or SHA-256 differs from {d / MANIFEST})")
     return data
 
 
@@ -287,7 +258,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
     carried = None
     if meta.get("carry") is not None:
         if "carry" not in files:
-            raise ValueError(f"{d / MANIFEST} names no carried-state file but state.json describes one")
+            raise RunError(f"{d / MANIFEST} names no carried-state file but state.json describes one")
         carried = unflatten_tensors(load(_read_checked(d, files["carry"])), meta["carry"])
     return Checkpoint(
         step=int(manifest["step"]),

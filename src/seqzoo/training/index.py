@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from seqzoo.errors import RunError
 from seqzoo.registry_utils import closest
 
 T = TypeVar("T")
@@ -27,6 +28,8 @@ COLUMNS = (
     "primary_value", "valid", "test", "config", "tags", "wall_time", "created",
 )
 REQUIRED = ("run_id", "run_dir", "model", "task", "seed", "status")
+INDEX_FILE = "index.sqlite"
+STATUSES = ("finished", "stopped_nan", "early_stopped", "time_budget")  # how a run can end (RunResult.status)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,8 +64,29 @@ class RunIndex:
     def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunError(f"cannot create the folder of the run index {self.path}: {err.strerror or err}") from err
         self._retry(self._create)
+
+    @staticmethod
+    def check_readable(path: str | os.PathLike) -> None:
+        """Raise a RunError naming ``path`` unless it is an SQLite database whose ``runs`` table (if any) has
+        the index's columns. Opens it read-only and changes nothing."""
+        path = Path(path)
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                cols = [r[1] for r in con.execute("PRAGMA table_info(runs)").fetchall()]
+            finally:
+                con.close()
+        except sqlite3.Error as err:
+            raise RunError(f"{path} is not a usable seqzoo run index ({err}); move it away or choose another "
+                           f"--out") from err
+        if cols and set(COLUMNS) - set(cols):
+            raise RunError(f"{path} has a 'runs' table without the index columns {sorted(set(COLUMNS) - set(cols))}; "
+                           f"it is not a seqzoo run index")
 
     # ----- connection and retries ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -82,9 +106,12 @@ class RunIndex:
                     con.close()
             except sqlite3.OperationalError as e:
                 if not _is_lock_error(e) or time.monotonic() > deadline:
-                    raise
+                    raise RunError(f"run index {self.path}: {e}") from e
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as e:  # not a database, corrupt, not ours
+                raise RunError(f"{self.path} is not a usable seqzoo run index ({e}); move it away or choose "
+                               f"another --out") from e
 
     @staticmethod
     def _create(con: sqlite3.Connection) -> None:
@@ -125,6 +152,8 @@ class RunIndex:
         missing = [k for k in REQUIRED if row.get(k) is None]
         if missing:
             raise ValueError(f"index row lacks required key(s) {', '.join(missing)}")
+        if row["status"] not in STATUSES:
+            raise ValueError(f"index row status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
         values = {c: row.get(c) for c in COLUMNS}
         for c in JSON_COLUMNS:
             v = values[c] if values[c] is not None else {}

@@ -5,7 +5,6 @@ reading a finished run back (``load_run``, ``evaluate_run``) without unpickling 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -18,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqzoo.errors import RunError, RunNotFoundError
 from seqzoo.training.checkpoint import atomic_write_json, load_checkpoint_weights
+from seqzoo.training.index import INDEX_FILE, STATUSES  # noqa: F401  (STATUSES re-exported)
 
 CONFIG_FILE = "config.json"
 ENV_FILE = "env.json"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
-INDEX_FILE = "index.sqlite"
-STATUSES = ("finished", "stopped_nan", "early_stopped", "time_budget")
 
 
 @dataclass
@@ -80,25 +79,71 @@ def default_run_name(task: str, model: str, seed: int, hash8: str) -> str:
     return f"{task}-{model}-s{seed}-{hash8}"
 
 
+# ----- the output folder ---------------------------------------------------------------------------------
+def check_out_dir(out: str | os.PathLike, *, index: bool = True) -> None:
+    """Refuse, before any work, an output folder that cannot hold runs: a file, not writable, or holding an
+    ``index.sqlite`` that is not a readable run index. Creates nothing."""
+    out = Path(out)
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise RunError(f"output folder {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"output folder {out}: {probe} is not writable")
+    path = out / INDEX_FILE
+    if index and path.exists():
+        from seqzoo.training.index import RunIndex
+
+        RunIndex.check_readable(path)
+
+
+def is_run_dir(d: str | os.PathLike) -> bool:
+    """Whether ``d`` holds a seqzoo run (a ``config.json`` with the run keys)."""
+    try:
+        read_config(d)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def remove_run_dir(d: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Delete run folder ``d`` for ``overwrite``: only a seqzoo run directly inside ``out``, never anything else."""
+    d, out = Path(d), Path(out)
+    if d.is_symlink() or d.resolve().parent != out.resolve():
+        raise RunError(f"refusing to delete {d}: overwrite removes only a run folder directly inside {out}")
+    if not is_run_dir(d):
+        raise RunError(f"refusing to delete {d}: it is not a seqzoo run folder (no valid config.json)")
+    import shutil
+
+    shutil.rmtree(d)
+
+
 # ----- files ---------------------------------------------------------------------------------------------
 def read_json(path: Path) -> Any:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found")
+        raise RunNotFoundError(f"{path} not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+        raise RunError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    except (UnicodeDecodeError, OSError) as e:
+        raise RunError(f"{path}: cannot be read ({e})") from e
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The resolved configuration of a run (``config.json``)."""
     d = Path(run_dir)
     if not d.is_dir():
-        raise FileNotFoundError(f"run directory {d} does not exist")
+        raise RunNotFoundError(f"run directory {d} does not exist")
     cfg = read_json(d / CONFIG_FILE)
-    for key in ("model", "model_args", "task", "task_args", "train"):
-        if key not in cfg:
-            raise ValueError(f"{d / CONFIG_FILE} lacks the key {key!r}: not a seqzoo run directory")
+    if not isinstance(cfg, dict):
+        raise RunError(f"{d / CONFIG_FILE} is not a JSON object: not a seqzoo run directory")
+    for key, kind in (("model", str), ("model_args", dict), ("task", str), ("task_args", dict), ("train", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise RunError(f"{d / CONFIG_FILE} lacks the key {key!r} (a {kind.__name__}): not a seqzoo run directory")
     return cfg
 
 
@@ -217,33 +262,90 @@ def environment(device: torch.device, seed: int, world_size: int) -> dict[str, A
 
 # ----- reading a run back --------------------------------------------------------------------------------
 def load_run(path: str | os.PathLike, *, device: str = "cpu") -> nn.Module:
-    """The model of a run with its best weights (else the last checkpoint's), in eval mode. No unpickling."""
+    """The model of a run with its best weights (else the last checkpoint's), in eval mode. No unpickling.
+
+    The best weights are checked against the size and SHA-256 recorded in ``model.json``; a run whose
+    ``model.json`` exists but whose weights are missing or damaged is an error, never a silent fallback.
+    """
     from seqzoo.models import create_model, load_model
+    from seqzoo.models.serialization import SPEC_FILE, load_state_checked
 
     d = Path(path)
     if not d.is_dir():
-        raise FileNotFoundError(f"run directory {d} does not exist")
-    if (d / "model.json").exists() and (d / "model.safetensors").exists():
+        raise RunNotFoundError(f"run directory {d} does not exist")
+    if (d / SPEC_FILE).exists():
         return load_model(d, device=device).eval()
     ckpt = load_checkpoint_weights(d)
     if ckpt is None:
-        raise FileNotFoundError(f"{d} holds no weights: neither model.safetensors + model.json nor a checkpoint/")
+        raise RunNotFoundError(f"{d} holds no weights: neither model.safetensors + model.json nor a checkpoint/")
     cfg = read_config(d)
     model = create_model(cfg["model"], **cfg["model_args"])
-    model.load_state_dict(ckpt[1], strict=True)
+    load_state_checked(model, ckpt[1], d / "checkpoint")
     return model.to(device).eval()
 
 
-def _task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None):
-    from seqzoo.tasks import TASKS, create_task
+PATH_ARGS = ("path",)  # task arguments that name a data file
+DIR_ARGS = ("data_dir",)  # task arguments that name a data folder
 
-    task_args = dict(cfg["task_args"])
+
+def _data_roots(data_dir: str | os.PathLike | None) -> list[Path]:
+    roots = [Path(data_dir)] if data_dir is not None else []
+    if os.environ.get("SEQZOO_DATA"):
+        roots.append(Path(os.environ["SEQZOO_DATA"]))
+    return [r.expanduser().resolve() for r in roots]
+
+
+def trusted_task_args(cfg: dict[str, Any], data_dir: str | os.PathLike | None, source: Path) -> dict[str, Any]:
+    """A stored run's task arguments with its data locations re-based on the data roots the user gives.
+
+    A ``config.json`` may come from elsewhere (or be edited), so the folders and files it names are not trusted:
+    a stored ``data_dir`` is replaced by the user's (``data_dir`` argument, else ``SEQZOO_DATA``, else the
+    task's own lookup), and a stored file ``path`` must lie inside one of those roots (a relative one is taken
+    inside them).
+    """
+    from seqzoo.registry_utils import signature_params
+    from seqzoo.tasks import TASKS
+
+    args = dict(cfg["task_args"])
+    accepted = signature_params(TASKS.get(cfg["task"]).__init__)
+    if data_dir is not None and "data_dir" not in accepted:
+        raise RunError(f"task {cfg['task']!r} reads no data from disk; it takes no data_dir")
+    for key in DIR_ARGS:
+        if key in args:
+            args.pop(key)
     if data_dir is not None:
-        accepted = inspect.signature(TASKS.get(cfg["task"]).__init__).parameters
-        if "data_dir" not in accepted:
-            raise ValueError(f"task {cfg['task']!r} reads no data from disk; it takes no data_dir")
-        task_args["data_dir"] = str(data_dir)
-    return create_task(cfg["task"], **task_args)
+        args["data_dir"] = str(data_dir)
+    roots = _data_roots(data_dir)
+    for key in PATH_ARGS:
+        value = args.get(key)
+        if value is None:
+            continue
+        p = Path(str(value)).expanduser()
+        candidates = [p] if p.is_absolute() else [r / p for r in roots]
+        for c in candidates:
+            c = c.resolve()
+            if any(c == r or r in c.parents for r in roots) and c.exists():
+                args[key] = str(c)
+                break
+        else:
+            where = ", ".join(str(r) for r in roots) or "none given"
+            raise RunError(f"{source / CONFIG_FILE} names the data file {value!r} ({key}), which is not inside the "
+                           f"data folders you gave ({where}); pass --data-dir (data_dir=) with the folder that "
+                           f"holds it to allow reading it")
+    return args
+
+
+def run_data_files(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The data files and folders evaluating the run at ``path`` will read (for telling the user)."""
+    cfg = read_config(path)
+    args = trusted_task_args(cfg, data_dir, Path(path))
+    return [str(args[k]) for k in (*PATH_ARGS, *DIR_ARGS) if args.get(k) is not None]
+
+
+def _task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None, source: Path):
+    from seqzoo.tasks import create_task
+
+    return create_task(cfg["task"], **trusted_task_args(cfg, data_dir, source))
 
 
 def evaluate_run(path: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None, *,
@@ -256,7 +358,7 @@ def evaluate_run(path: str | os.PathLike, split: str = "test", data_dir: str | o
     from seqzoo.training.evaluation import evaluate_split
 
     cfg = read_config(path)
-    task = _task_from_config(cfg, data_dir)
+    task = _task_from_config(cfg, data_dir, Path(path))
     model = load_run(path, device=device)
     bs = batch_size or int(cfg["train"].get("eval_batch_size", 256))
     metrics, _ = evaluate_split(model, task, split, batch_size=bs, device=torch.device(device),

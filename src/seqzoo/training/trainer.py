@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqzoo.errors import RunExistsError
+from seqzoo.errors import ConfigError, ConfigTypeError, RunError, RunExistsError
+from seqzoo.files import remove_stale_tmp
 from seqzoo.tasks.base import Batch, Task, derive_seed
 from seqzoo.training.checkpoint import (
     Checkpoint,
@@ -44,7 +45,7 @@ from seqzoo.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from seqzoo.training.config import PRESENTATION_FIELDS, RESUMABLE_CHANGES, UNHASHED_WHEN_NONE, TrainConfig
+from seqzoo.training.config import RESUMABLE_CHANGES, TrainConfig
 from seqzoo.training.distributed import (
     DistContext,
     all_gather_batch,
@@ -57,7 +58,6 @@ from seqzoo.training.distributed import (
 )
 from seqzoo.training.evaluation import (
     carries_state,
-    check_fit,
     detach_state,
     evaluate_split,
     forward,
@@ -65,6 +65,7 @@ from seqzoo.training.evaluation import (
     to_device,
 )
 from seqzoo.training.index import RunIndex
+from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, model_args_for, resolve_run
 from seqzoo.training.runs import (
     CONFIG_FILE,
     ENV_FILE,
@@ -72,13 +73,13 @@ from seqzoo.training.runs import (
     METRICS_FILE,
     MetricsLog,
     RunResult,
-    default_run_name,
+    check_out_dir,
     environment,
     jsonable,
     read_config,
     read_json,
     read_result,
-    run_hash,
+    remove_run_dir,
     write_result,
 )
 from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_params
@@ -86,33 +87,12 @@ from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_para
 log = logging.getLogger("seqzoo.training")
 
 
-def resolve_config(config: TrainConfig | dict | None) -> TrainConfig:
-    if config is None:
-        return TrainConfig()
-    if isinstance(config, TrainConfig):
-        return TrainConfig.from_dict(config.to_dict())  # re-validate a config edited after construction
-    if isinstance(config, dict):
-        return TrainConfig.from_dict(config)
-    raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
+resolve_config = as_train_config  # kept name: a validated TrainConfig from a TrainConfig, a dict or None
 
 
 def fill_model_args(model: str, model_args: dict | None, task: Task) -> dict[str, Any]:
-    """The user's model arguments plus the task's sizes (``spec.model_kwargs()``) the preset accepts."""
-    from seqzoo.models import model_info
-
-    if model_args is not None and not isinstance(model_args, dict):
-        raise TypeError(f"model_args must be a dict, got {type(model_args).__name__}")
-    accepted = model_info(model)["arguments"]
-    args = dict(model_args or {})
-    preset_decoder = model_info(model)["defaults"].get("decoder")
-    for key, value in task.spec.model_kwargs().items():
-        if key in accepted and key not in args:
-            # a preset that pools the whole sequence ("mean", e.g. CDIL's ensembled per-position logits) keeps
-            # its head on per-sequence tasks; only a per-step head is replaced
-            if key == "decoder" and value != "step" and preset_decoder in ("last", "mean"):
-                continue
-            args[key] = value
-    return args
+    """The model arguments a run of ``model`` on ``task`` gets (``run_config.model_args_for``, the one rule)."""
+    return model_args_for(model, model_args, task.spec)
 
 
 def _set_deterministic(mode: bool, warn_only: bool = False) -> None:
@@ -214,8 +194,8 @@ class Trainer:
 
     def __init__(
         self,
-        model: str,
-        task: str,
+        model: str | RunConfig,
+        task: str | None = None,
         *,
         model_args: dict | None = None,
         task_args: dict | None = None,
@@ -227,20 +207,30 @@ class Trainer:
         index: bool = True,
         overwrite: bool = False,
     ) -> None:
-        if not isinstance(model, str) or not isinstance(task, str):
-            raise TypeError(f"model and task must be registered names (str), got {model!r} and {task!r}")
-        if task_args is not None and not isinstance(task_args, dict):
-            raise TypeError(f"task_args must be a dict, got {type(task_args).__name__}")
+        """``model``/``task`` are registered names (with ``model_args``/``task_args``/``config``), or ``model`` is a
+        ``RunConfig`` from ``resolve_run`` and the rest is left out. Nothing is built until ``run()``."""
+        if isinstance(model, RunConfig):
+            if task is not None or model_args is not None or task_args is not None or config is not None:
+                raise ConfigError("with a RunConfig, give no task, model_args, task_args or config")
+            self.model_name, self.task_name = model.model, model.task
+            self.user_model_args, self.user_task_args = dict(model.model_args), dict(model.task_args)
+            self.config = as_train_config(model.train)
+        else:
+            if not isinstance(model, str) or not isinstance(task, str):
+                raise ConfigTypeError(f"model and task must be registered names (str), got {_short(model)} and "
+                                  f"{_short(task)}; register a custom module with seqzoo.register_model")
+            if task_args is not None and not isinstance(task_args, dict):
+                raise ConfigTypeError(f"task_args must be a dict, got {type(task_args).__name__}")
+            self.model_name, self.task_name = model, task
+            self.user_model_args = dict(model_args or {})
+            self.user_task_args = dict(task_args or {})
+            self.config = as_train_config(config)
         if tags is not None and not isinstance(tags, dict):
-            raise TypeError(f"tags must be a dict, got {type(tags).__name__}")
+            raise ConfigTypeError(f"tags must be a dict, got {type(tags).__name__}")
         if resume and overwrite:
-            raise ValueError("resume=True and overwrite=True contradict each other; pick one")
-        self.model_name, self.task_name = model, task
-        self.user_model_args = dict(model_args or {})
-        self.user_task_args = dict(task_args or {})
-        self.config = resolve_config(config)
+            raise ConfigError("resume=True and overwrite=True contradict each other; pick one")
         self.out = Path(out)
-        self.run_name = run_name
+        self.run_name = check_run_name(run_name) if run_name is not None else None
         self.resume = resume
         self.tags = dict(tags or {})
         self.use_index = index
@@ -286,31 +276,15 @@ class Trainer:
             teardown_distributed(self.ctx)
 
     def _build(self) -> None:
-        from seqzoo.models import create_model
-        from seqzoo.tasks import create_task
-
-        cfg = self.config
-        self.task = create_task(self.task_name, **self.user_task_args)
-        args = fill_model_args(self.model_name, self.user_model_args, self.task)
-        torch.manual_seed(cfg.seed)
-        model = create_model(self.model_name, **args)
-        resolved_args = getattr(model, "seqzoo_config", args)
-        self.model = model.to(self.ctx.device)
-        task_params = getattr(self.task, "params", None)
-        train = cfg.to_dict()
-        self.resolved = jsonable({
-            "model": self.model_name,
-            "model_args": resolved_args,
-            "task": self.task_name,
-            "task_args": task_params if isinstance(task_params, dict) else self.user_task_args,
-            "train": train,
-        })
-        hashed = dict(self.resolved)
-        hashed["train"] = {k: v for k, v in train.items()
-                            if k not in PRESENTATION_FIELDS and not (k in UNHASHED_WHEN_NONE and v is None)}
-        self.run_dir = self.out / (self.run_name or default_run_name(self.task_name, self.model_name, cfg.seed,
-                                                                      run_hash(jsonable(hashed))))
+        """Resolve and check everything (config, data, model on one batch, output folder, index) before any file
+        is written, so a failed start leaves nothing behind."""
+        res = resolve_run(self.model_name, self.task_name, model_args=self.user_model_args,
+                          task_args=self.user_task_args, config=self.config, device=self.ctx.device)
+        self.task, self.model = res.task, res.model.to(self.ctx.device)
+        self.resolved = res.config.to_dict()
+        self.run_dir = self.out / (self.run_name or res.config.run_name())
         self.run_id = self.run_dir.name
+        check_out_dir(self.out, index=self.use_index)
 
     def _prepare_dir(self) -> RunResult | None:
         """Check the run directory against resume/overwrite; returns a finished result to hand back."""
@@ -331,11 +305,30 @@ class Trainer:
         barrier(self.ctx)
         if self.ctx.is_main:
             if exists and self.overwrite:
-                shutil.rmtree(d)
-            d.mkdir(parents=True, exist_ok=True)
+                remove_run_dir(d, self.out)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise RunError(f"cannot create the run folder {d}: {err.strerror or err}") from err
+            if self.resume:
+                remove_stale_tmp(d)
+                remove_stale_tmp(d / "checkpoint")
             atomic_write_json(d / CONFIG_FILE, {**self.resolved, "seqzoo_version": _version()})
         barrier(self.ctx)
         return None
+
+    def _read_best_weights(self, best_step: int) -> dict[str, Tensor]:
+        """The best weights a resumed run recorded, checked against ``model.json``; missing or damaged is an error
+        (continuing without them would report a best step whose weights are gone)."""
+        from seqzoo.errors import IntegrityError
+        from seqzoo.models.serialization import read_weights, verify_weights
+
+        try:
+            path = verify_weights(self.run_dir)
+        except RunError as err:
+            raise IntegrityError(f"cannot resume {self.run_dir}: the best weights of step {best_step} cannot be "
+                                 f"used ({err}); start the run again with overwrite") from err
+        return read_weights(path, device=str(self.ctx.device))
 
     def _config_differences(self, stored: dict) -> list[str]:
         diffs = [k for k in ("model", "model_args", "task", "task_args") if jsonable(stored[k]) != self.resolved[k]]
@@ -366,8 +359,6 @@ class Trainer:
             return finished
         task, model = self.task, self.model
         spec = task.spec
-        check_fit(model, task, to_device(task.train_batch(0, min(2, cfg.batch_size), cfg.seed), ctx.device),
-                  device=ctx.device, model_name=self.model_name, task_name=self.task_name)
         optimizer = build_optimizer(optimizer_params(model, cfg), cfg)
         schedule = LRSchedule(cfg)
 
@@ -386,10 +377,8 @@ class Trainer:
                 self.carry.state = _local_rows(ckpt.carried_state, ctx)
         start = int(state["step"])
         best_state = None
-        if state["best_step"] and (self.run_dir / "model.safetensors").exists():
-            from safetensors.torch import load_file
-
-            best_state = load_file(str(self.run_dir / "model.safetensors"), device=str(ctx.device))
+        if state["best_step"]:
+            best_state = self._read_best_weights(int(state["best_step"]))
 
         metrics = tb = bar = None
         if ctx.is_main:
@@ -432,7 +421,7 @@ class Trainer:
             state["history"].append({k: v for k, v in row.items() if k not in ("time", "eval")})
             state["last_eval_step"] = done
             value = m[spec.primary_metric]
-            if _better(value, state["best_value"], spec.higher_is_better):
+            if _better(value, state["best_value"], spec.higher_is_better) and _finite_params(model):
                 nonlocal best_state
                 state.update(best_value=value, best_step=done, best_metrics=m, evals_since_best=0)
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -621,32 +610,31 @@ def _kept(state: dict[str, Any]) -> str:
     return f"Kept {ckpt} and {best}; lower the learning rate or enable clip_norm."
 
 
+def _short(value: Any) -> str:
+    """A one-line description of ``value`` for an error message (never a whole module's repr)."""
+    if isinstance(value, str) or value is None:
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
 def _version() -> str:
     import seqzoo
 
     return getattr(seqzoo, "__version__", "unknown")
 
 
-def train(
-    model: str,
-    task: str,
-    *,
-    model_args: dict | None = None,
-    task_args: dict | None = None,
-    config: TrainConfig | dict | None = None,
-    out: str | os.PathLike = "runs",
-    run_name: str | None = None,
-    resume: bool = False,
-    tags: dict | None = None,
-    index: bool = True,
-    overwrite: bool = False,
-) -> RunResult:
+def train(model: str | RunConfig, task: str | None = None, **options: Any) -> RunResult:
     """Train registered ``model`` on registered ``task``; the run lands in ``out/<run_name or derived name>``.
 
-    ``model_args`` override the preset and the task's sizes (``spec.model_kwargs()``), which are filled in
-    otherwise. ``resume=True`` continues from the directory's last checkpoint (or returns its result when
-    it already finished); ``overwrite=True`` deletes an existing run of the same name first. A finished run
-    is added to ``out/index.sqlite`` unless ``index=False``.
+    Takes exactly ``Trainer``'s arguments (``model_args``, ``task_args``, ``config``, ``out``, ``run_name``,
+    ``resume``, ``tags``, ``index``, ``overwrite``), or a ``RunConfig`` from ``resolve_run``. ``model_args``
+    override the preset and the task's sizes, which are filled in otherwise. ``resume=True`` continues from the
+    directory's last checkpoint (or returns its result when it already finished); ``overwrite=True`` deletes an
+    existing run of the same name first (only a seqzoo run folder inside ``out``). A finished run is added to
+    ``out/index.sqlite`` unless ``index=False``. Everything is validated before the run folder is created.
     """
-    return Trainer(model, task, model_args=model_args, task_args=task_args, config=config, out=out,
-                   run_name=run_name, resume=resume, tags=tags, index=index, overwrite=overwrite).run()
+    return Trainer(model, task, **options).run()
+
+
+train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    list(inspect.signature(Trainer.__init__).parameters.values())[1:], return_annotation=RunResult)
