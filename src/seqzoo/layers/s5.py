@@ -161,6 +161,16 @@ class S5SSM(nn.Module):
         scale = 2.0 if self.conj_sym else 1.0
         return (scale * torch.stack([C.real, -C.imag], -1)).reshape(self.d_model, -1).t()
 
+    def param_settings(self, config: Any) -> dict[str, dict[str, Any]] | None:
+        """Trainer hook (``training.hooks``): with ``config.ssm_lr`` set, Lambda, B and log_step learn at
+        ``ssm_lr`` without weight decay (spec §5.5, opt_config ``standard``); None otherwise."""
+        ssm_lr = getattr(config, "ssm_lr", None)
+        if ssm_lr is None:
+            return None
+        own = {"group": "ssm", "lr_scale": float(ssm_lr) / float(config.lr), "weight_decay": 0.0}
+        return {name: own for name, _ in self.named_parameters(recurse=False)
+                if name in ("Lambda_re", "Lambda_im", "B", "log_step")}
+
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> State:
         if self.bidirectional:
             return ()

@@ -16,17 +16,11 @@ from seqzoo.training.config import TrainConfig
 
 
 def optimizer_params(model: torch.nn.Module, config: TrainConfig) -> list:
-    """What the optimizer gets: the trainable parameters, or S5's parameter groups when ``config.ssm_lr`` is set.
+    """What the optimizer gets: the trainable parameters, or groups where modules ask for their own settings
+    through the ``param_settings`` hook (``hooks.optimizer_param_groups``; e.g. S5's ``ssm_lr``)."""
+    from seqzoo.training.hooks import optimizer_param_groups
 
-    With ``ssm_lr`` the SSM parameters (Lambda, B, log_step) get ``ssm_lr`` and no weight decay, everything else
-    ``lr`` and ``weight_decay`` (``s5_param_groups``, opt_config ``standard``); each group's ``lr_scale`` keeps
-    the ratio under the schedule.
-    """
-    if config.ssm_lr is None:
-        return [p for p in model.parameters() if p.requires_grad]
-    from seqzoo.layers.s5 import s5_param_groups
-
-    return s5_param_groups(model, lr=config.lr, ssm_lr=config.ssm_lr, weight_decay=config.weight_decay)
+    return optimizer_param_groups(model, config)
 
 
 def build_optimizer(params: Iterable, config: TrainConfig) -> torch.optim.Optimizer:

@@ -12,9 +12,12 @@ fed into step s + 1, and reset where the batch's ``segment_index`` is 0. The car
 (safetensors + a JSON structure), so resumed runs stay bit-identical. Under data parallelism every rank carries the
 rows of its own shard; the checkpoint holds the gathered global-batch state.
 
-Subclasses may override ``compute_loss``, ``backward`` and ``optimizer_step`` (hooks for per-sample
-gradients, private training or quantization-aware steps); ``model_outputs`` is the model call that carries the
-state.
+A run is ``_build`` (resolve and check everything, before any file) -> ``_prepare_dir`` -> ``_start`` (optimizer,
+resume, logs) -> ``_train_loop`` (``train_step`` / ``evaluate`` / ``checkpoint``) -> ``_finish_training`` ->
+``_test`` -> ``_record``; the loop's own bookkeeping is one ``LoopState``. Methods that change how a step is taken
+plug in as ``TrainHook``s (``training/hooks.py``: extra losses, gradient transforms, after-step parameter
+transforms, per-step metrics; modules add ``module_metrics`` and ``param_settings``). Subclasses may still override
+``compute_loss``, ``backward`` and ``optimizer_step``; ``model_outputs`` is the model call that carries the state.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,7 @@ from seqzoo.training.evaluation import (
     forward_state,
     to_device,
 )
+from seqzoo.training.hooks import TrainHook, module_metrics
 from seqzoo.training.index import RunIndex
 from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, model_args_for, resolve_run
 from seqzoo.training.runs import (
@@ -162,6 +167,59 @@ def _better(value: float, best: float | None, higher_is_better: bool) -> bool:
     return value > best if higher_is_better else value < best
 
 
+@dataclass
+class LoopState:
+    """What a checkpoint records of the loop (JSON), besides weights, optimizer, RNG and carried state."""
+
+    step: int = 0
+    best_value: float | None = None
+    best_step: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    evals_since_best: int = 0
+    last_eval_step: int = -1
+    elapsed: float = 0.0
+    loss_sum: float = 0.0  # the train log row being accumulated
+    loss_count: int = 0
+    grad_norm_sum: float = 0.0
+    grad_norm_count: int = 0
+    grad_norm_max: float = 0.0
+    extra_sums: dict[str, float] = field(default_factory=dict)  # hooks' and modules' per-step metrics
+    metrics_bytes: int = 0  # size of metrics.jsonl at the checkpoint (rows after it are dropped on resume)
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add_step(self, loss: float, grad_norm: float | None, extra: dict[str, float]) -> None:
+        self.loss_sum += loss
+        self.loss_count += 1
+        if grad_norm is not None:  # pre-clip global gradient norm (only computed when clipping)
+            self.grad_norm_sum += grad_norm
+            self.grad_norm_count += 1
+            self.grad_norm_max = max(self.grad_norm_max, grad_norm)
+        for k, v in extra.items():
+            self.extra_sums[k] = self.extra_sums.get(k, 0.0) + float(v)
+
+    def train_row(self) -> dict[str, float]:
+        n = max(1, self.loss_count)
+        row = {"loss": self.loss_sum / n}
+        if self.grad_norm_count:
+            row["grad_norm"] = self.grad_norm_sum / self.grad_norm_count
+            row["grad_norm_max"] = self.grad_norm_max
+        row.update({k: v / n for k, v in self.extra_sums.items()})
+        return row
+
+    def reset_train_row(self) -> None:
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.grad_norm_sum, self.grad_norm_count, self.grad_norm_max = 0.0, 0, 0.0
+        self.extra_sums = {}
+
+
 class CarriedState:
     """The model state carried from one training step to the next (truncated BPTT).
 
@@ -206,6 +264,7 @@ class Trainer:
         tags: dict | None = None,
         index: bool = True,
         overwrite: bool = False,
+        hooks: Sequence[TrainHook] = (),
     ) -> None:
         """``model``/``task`` are registered names (with ``model_args``/``task_args``/``config``), or ``model`` is a
         ``RunConfig`` from ``resolve_run`` and the rest is left out. Nothing is built until ``run()``."""
@@ -235,6 +294,10 @@ class Trainer:
         self.tags = dict(tags or {})
         self.use_index = index
         self.overwrite = overwrite
+        self.hooks = list(hooks)
+        for hook in self.hooks:
+            if not isinstance(hook, TrainHook):
+                raise ConfigTypeError(f"hooks must be TrainHook instances, got {_short(hook)}")
         self.model: nn.Module | None = None  # the trained model (last weights) after run()
         self.task: Task | None = None
         self.carry = CarriedState(False)
@@ -350,205 +413,230 @@ class Trainer:
         atomic_write_json(path, env)
 
     def _run(self) -> RunResult:
-        cfg, ctx = self.config, self.ctx
         self._build()
         finished = self._prepare_dir()
         if finished is not None:
-            if ctx.is_main and self.use_index:
+            if self.ctx.is_main and self.use_index:
                 self._index(finished, only_if_missing=True)  # a kill after result.json may have missed it
             return finished
-        task, model = self.task, self.model
-        spec = task.spec
-        optimizer = build_optimizer(optimizer_params(model, cfg), cfg)
-        schedule = LRSchedule(cfg)
+        self._start()
+        try:
+            self._train_loop()
+            self._finish_training()
+            test = self._test()
+        finally:
+            self._close()
+        return self._record(test)
 
-        state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_metrics": {},
-                                 "evals_since_best": 0, "last_eval_step": -1, "elapsed": 0.0, "loss_sum": 0.0,
-                                 "loss_count": 0, "grad_norm_sum": 0.0, "grad_norm_count": 0, "grad_norm_max": 0.0,
-                                 "metrics_bytes": 0, "history": []}
+    # ----- the pieces of a run ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Optimizer, schedule, resume from the checkpoint, logs and (under DDP) the wrapped model."""
+        cfg, ctx, model = self.config, self.ctx, self.model
+        self.optimizer = build_optimizer(optimizer_params(model, cfg), cfg)
+        self.schedule = LRSchedule(cfg)
+        self.state = LoopState()
         self.carry = CarriedState(carries_state(model))
+        self.status, self.message = "finished", ""
         ckpt = load_checkpoint(self.run_dir) if self.resume else None
         if ckpt is not None:
             model.load_state_dict(ckpt.model, strict=True)
-            optimizer.load_state_dict(ckpt.optimizer)
+            self.optimizer.load_state_dict(ckpt.optimizer)
             restore_rng(*ckpt.rng)
-            state.update(ckpt.trainer)
+            self.state = LoopState.from_dict(ckpt.trainer)
             if ckpt.carried_state is not None and self.carry.enabled:
                 self.carry.state = _local_rows(ckpt.carried_state, ctx)
-        start = int(state["step"])
-        best_state = None
-        if state["best_step"]:
-            best_state = self._read_best_weights(int(state["best_step"]))
-
-        metrics = tb = bar = None
+        self.done = self.state.step
+        self.best_state = self._read_best_weights(self.state.best_step) if self.state.best_step else None
+        self.metrics_log = self.tb = self.bar = None
         if ctx.is_main:
-            self._write_env(start if ckpt is not None else None)
-            metrics = MetricsLog(self.run_dir / METRICS_FILE, keep_bytes=int(state["metrics_bytes"]))
-            tb = self._open_tensorboard(purge_step=start + 1 if start else None)
+            self._write_env(self.done if ckpt is not None else None)
+            self.metrics_log = MetricsLog(self.run_dir / METRICS_FILE, keep_bytes=self.state.metrics_bytes)
+            self.tb = self._open_tensorboard(purge_step=self.done + 1 if self.done else None)
             if _progress_wanted(cfg, ctx):
                 from tqdm import tqdm
 
-                bar = tqdm(total=cfg.steps, initial=start, desc=self.run_id, dynamic_ncols=True, leave=False)
-
-        train_model: nn.Module = model
+                self.bar = tqdm(total=cfg.steps, initial=self.done, desc=self.run_id, dynamic_ncols=True,
+                                leave=False)
+        self.train_model: nn.Module = model
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self._prior_elapsed = self.state.elapsed
+        self._t_session = time.monotonic()  # the clock of time_budget and wall_time: training and evaluation
+        self._tokens, self._t_tok = 0, time.monotonic()
 
-        status, message = "finished", ""
-        done = start
-        prior_elapsed = float(state["elapsed"])
-        t_session = time.monotonic()  # the clock of time_budget and wall_time: training and evaluation, not set-up
-        tokens, t_tok = 0, time.monotonic()
+    def elapsed(self) -> float:
+        """Seconds of training and evaluation of this run, over all its sessions."""
+        return self._prior_elapsed + (time.monotonic() - self._t_session)
 
-        def elapsed() -> float:
-            return prior_elapsed + (time.monotonic() - t_session)
+    def _write(self, row: dict[str, Any]) -> None:
+        if self.metrics_log is not None:
+            self.metrics_log.write(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "split", "time") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
 
-        def write(row: dict[str, Any]) -> None:
-            if metrics is not None:
-                metrics.write(row)
-            if tb is not None:
-                for k, v in row.items():
-                    if k not in ("step", "split", "time") and isinstance(v, (int, float)):
-                        tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
-
-        def run_eval() -> bool:
-            """Evaluate at ``done``; returns True when early stopping triggers."""
-            m, mode = evaluate_split(model, task, cfg.eval_split, batch_size=cfg.eval_batch_size, device=ctx.device,
-                                     bf16=cfg.bf16, ctx=ctx)
-            row = {"step": done, "split": cfg.eval_split, **m, "eval": mode, "time": round(elapsed(), 3)}
-            write(row)
-            state["history"].append({k: v for k, v in row.items() if k not in ("time", "eval")})
-            state["last_eval_step"] = done
-            value = m[spec.primary_metric]
-            if _better(value, state["best_value"], spec.higher_is_better) and _finite_params(model):
-                nonlocal best_state
-                state.update(best_value=value, best_step=done, best_metrics=m, evals_since_best=0)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if ctx.is_main:
-                    from seqzoo.models import save_model
-
-                    save_model(model, self.run_dir)
-                return False
-            state["evals_since_best"] += 1
-            return cfg.early_stopping is not None and state["evals_since_best"] >= cfg.early_stopping
-
-        def checkpoint() -> None:
-            if not _finite_params(model):
-                log.warning("%s: weights at step %d are not finite; checkpoint not written", self.run_id, done)
+    def _train_loop(self) -> None:
+        cfg, ctx = self.config, self.ctx
+        self.model.train()
+        while self.done < cfg.steps:
+            if cfg.time_budget is not None and broadcast_flag(self.elapsed() >= cfg.time_budget, ctx):
+                self.status = "time_budget"
+                self.message = f"time budget of {cfg.time_budget:g} s reached at step {self.done}"
                 return
-            carried = _gather_rows(self.carry.state, ctx)  # a collective: every rank takes part
-            if not ctx.is_main:
+            if not self.train_step():
                 return
-            state["step"] = done
-            state["elapsed"] = elapsed()
-            state["metrics_bytes"] = metrics.sync()
-            save_checkpoint(self.run_dir, Checkpoint(step=done, model=model.state_dict(),
-                                                     optimizer=optimizer.state_dict(), rng=capture_rng(),
-                                                     trainer=jsonable(state), schedule=schedule.state_dict(),
-                                                     carried_state=carried))
+            self.done += 1
+            self._log_train()
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.done % cfg.eval_every == 0 and self.evaluate():
+                self.status = "early_stopped"
+                self.message = (f"no improvement of {self.task.spec.primary_metric} in {cfg.early_stopping} "
+                                f"evaluations; stopped at step {self.done}")
+                return
+            if self.done % cfg.checkpoint_interval == 0 and self.done < cfg.steps:
+                self.checkpoint()
 
-        try:
-            model.train()
-            stop = False
-            while done < cfg.steps and not stop:
-                if cfg.time_budget is not None:
-                    over = broadcast_flag(elapsed() >= cfg.time_budget, ctx)
-                    if over:
-                        status, message = "time_budget", f"time budget of {cfg.time_budget:g} s reached at step {done}"
-                        break
-                torch.manual_seed(derive_seed("train-step", cfg.seed, done, ctx.rank))
-                batch = task.train_batch(done, cfg.batch_size, cfg.seed)
-                tokens += _tokens(batch)
-                batch = to_device(shard_batch(batch, ctx), ctx.device)
-                lr = schedule.apply(optimizer, done + 1)
-                self.carry.begin(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss = self.compute_loss(train_model, batch)
-                loss_value = all_reduce_sum(loss.detach().float().reshape(1).clone(), ctx) / ctx.world_size
-                lv = float(loss_value)
-                if not math.isfinite(lv):
-                    status = "stopped_nan"
-                    message = f"loss is {lv} at step {done + 1}; training stopped. " + _kept(state)
-                    break
-                self.backward(loss)
-                norm = self.optimizer_step(optimizer, train_model)
-                if norm is not None and not math.isfinite(norm):
-                    status = "stopped_nan"
-                    message = f"gradient norm is {norm} at step {done + 1}; training stopped. " + _kept(state)
-                    break
-                self.carry.commit()
-                done += 1
-                state["loss_sum"] += lv
-                state["loss_count"] += 1
-                if norm is not None:  # pre-clip global gradient norm (only computed when clipping)
-                    state["grad_norm_sum"] += norm
-                    state["grad_norm_count"] += 1
-                    state["grad_norm_max"] = max(state["grad_norm_max"], norm)
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    mean = state["loss_sum"] / max(1, state["loss_count"])
-                    row = {"step": done, "split": "train", "loss": mean, "lr": lr}
-                    if state["grad_norm_count"]:
-                        row["grad_norm"] = state["grad_norm_sum"] / state["grad_norm_count"]
-                        row["grad_norm_max"] = state["grad_norm_max"]
-                    write({**row, "time": round(elapsed(), 3)})
-                    state["loss_sum"], state["loss_count"] = 0.0, 0
-                    state["grad_norm_sum"], state["grad_norm_count"], state["grad_norm_max"] = 0.0, 0, 0.0
-                    if bar is not None:
-                        now = time.monotonic()
-                        bar.set_postfix(loss=f"{mean:.4g}", tok_s=f"{tokens / max(now - t_tok, 1e-9):.3g}")
-                        tokens, t_tok = 0, now
-                if bar is not None:
-                    bar.update(1)
-                if done % cfg.eval_every == 0:
-                    stop = run_eval()
-                    if stop:
-                        status = "early_stopped"
-                        message = (f"no improvement of {spec.primary_metric} in {cfg.early_stopping} evaluations; "
-                                   f"stopped at step {done}")
-                if done % cfg.checkpoint_interval == 0 and done < cfg.steps and not stop:
-                    checkpoint()
+    def train_step(self) -> bool:
+        """One optimizer step at step ``self.done``; False (with ``status`` set) when the loss or gradient is not
+        finite, in which case the weights are left as they were before the optimizer step."""
+        cfg, ctx, model, st = self.config, self.ctx, self.train_model, self.state
+        torch.manual_seed(derive_seed("train-step", cfg.seed, self.done, ctx.rank))
+        batch = self.task.train_batch(self.done, cfg.batch_size, cfg.seed)
+        self._tokens += _tokens(batch)
+        batch = to_device(shard_batch(batch, ctx), ctx.device)
+        self._lr = self.schedule.apply(self.optimizer, self.done + 1)
+        self.carry.begin(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.compute_loss(model, batch)
+        for hook in self.hooks:
+            extra = hook.extra_loss(self, model, batch)
+            if extra is not None:
+                loss = loss + extra
+        lv = float(all_reduce_sum(loss.detach().float().reshape(1).clone(), ctx) / ctx.world_size)
+        if not math.isfinite(lv):
+            self.status = "stopped_nan"
+            self.message = f"loss is {lv} at step {self.done + 1}; training stopped. " + _kept(st)
+            return False
+        self.backward(loss)
+        for hook in self.hooks:
+            hook.transform_gradients(self, model)
+        norm = self.optimizer_step(self.optimizer, model)
+        if norm is not None and not math.isfinite(norm):
+            self.status = "stopped_nan"
+            self.message = f"gradient norm is {norm} at step {self.done + 1}; training stopped. " + _kept(st)
+            return False
+        if self.hooks:
+            with torch.no_grad():
+                for hook in self.hooks:
+                    hook.after_step(self, model)
+        self.carry.commit()
+        st.add_step(lv, norm, self._step_metrics())
+        return True
 
-            if status != "stopped_nan":
-                if state["last_eval_step"] != done:
-                    run_eval()
-                checkpoint()
-            elif best_state is None and _finite_params(model) and ctx.is_main:
+    def _step_metrics(self) -> dict[str, float]:
+        out = module_metrics(self.model)
+        for hook in self.hooks:
+            out.update(hook.metrics(self, self.model) or {})
+        return out
+
+    def _log_train(self) -> None:
+        cfg, st = self.config, self.state
+        if self.done % cfg.log_every and self.done != cfg.steps:
+            return
+        row = {"step": self.done, "split": "train", **st.train_row(), "lr": self._lr}
+        self._write({**row, "time": round(self.elapsed(), 3)})
+        st.reset_train_row()
+        if self.bar is not None:
+            now = time.monotonic()
+            self.bar.set_postfix(loss=f"{row['loss']:.4g}", tok_s=f"{self._tokens / max(now - self._t_tok, 1e-9):.3g}")
+            self._tokens, self._t_tok = 0, now
+
+    def evaluate(self) -> bool:
+        """Evaluate at ``self.done`` on ``eval_split``, keep the best (finite) weights; True when early stopping
+        triggers."""
+        cfg, st, model, spec = self.config, self.state, self.model, self.task.spec
+        m, mode = evaluate_split(model, self.task, cfg.eval_split, batch_size=cfg.eval_batch_size,
+                                 device=self.ctx.device, bf16=cfg.bf16, ctx=self.ctx)
+        row = {"step": self.done, "split": cfg.eval_split, **m, "eval": mode, "time": round(self.elapsed(), 3)}
+        self._write(row)
+        st.history.append({k: v for k, v in row.items() if k not in ("time", "eval")})
+        st.last_eval_step = self.done
+        value = m[spec.primary_metric]
+        if _better(value, st.best_value, spec.higher_is_better) and _finite_params(model):
+            st.best_value, st.best_step, st.best_metrics, st.evals_since_best = value, self.done, m, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.ctx.is_main:
                 from seqzoo.models import save_model
 
-                save_model(model, self.run_dir)  # the last good weights, so load_run still works
-            if message and ctx.is_main:
-                (log.warning if status == "stopped_nan" else log.info)("%s: %s", self.run_id, message)
+                save_model(model, self.run_dir)
+            return False
+        st.evals_since_best += 1
+        return cfg.early_stopping is not None and st.evals_since_best >= cfg.early_stopping
 
-            test: dict[str, float] = {}
-            if cfg.test_split is not None:
-                final = model
-                if best_state is not None:
-                    final = copy.deepcopy(model)
-                    final.load_state_dict(best_state)
-                if _finite_params(final):
-                    test, mode = evaluate_split(final, task, cfg.test_split, batch_size=cfg.eval_batch_size,
-                                                device=ctx.device, bf16=cfg.bf16, ctx=ctx)
-                    write({"step": done, "split": "test", **test, "eval": mode, "time": round(elapsed(), 3)})
-        finally:
-            if bar is not None:
-                bar.close()
-            if tb is not None:
-                tb.close()
-            if metrics is not None:
-                metrics.close()
+    def checkpoint(self) -> None:
+        """Write a checkpoint of step ``self.done`` (never of non-finite weights)."""
+        if not _finite_params(self.model):
+            log.warning("%s: weights at step %d are not finite; checkpoint not written", self.run_id, self.done)
+            return
+        carried = _gather_rows(self.carry.state, self.ctx)  # a collective: every rank takes part
+        if not self.ctx.is_main:
+            return
+        st = self.state
+        st.step, st.elapsed, st.metrics_bytes = self.done, self.elapsed(), self.metrics_log.sync()
+        save_checkpoint(self.run_dir, Checkpoint(step=self.done, model=self.model.state_dict(),
+                                                 optimizer=self.optimizer.state_dict(), rng=capture_rng(),
+                                                 trainer=jsonable(st.to_dict()), schedule=self.schedule.state_dict(),
+                                                 carried_state=carried))
 
+    def _finish_training(self) -> None:
+        if self.status != "stopped_nan":
+            if self.state.last_eval_step != self.done:
+                self.evaluate()
+            self.checkpoint()
+        elif self.best_state is None and _finite_params(self.model) and self.ctx.is_main:
+            from seqzoo.models import save_model
+
+            save_model(self.model, self.run_dir)  # the last good weights, so load_run still works
+        if self.message and self.ctx.is_main:
+            (log.warning if self.status == "stopped_nan" else log.info)("%s: %s", self.run_id, self.message)
+
+    def _test(self) -> dict[str, float]:
+        """Metrics of the best weights on ``test_split`` ({} when there is none or the weights are not finite)."""
+        cfg = self.config
+        if cfg.test_split is None:
+            return {}
+        final = self.model
+        if self.best_state is not None:
+            final = copy.deepcopy(self.model)
+            final.load_state_dict(self.best_state)
+        if not _finite_params(final):
+            return {}
+        test, mode = evaluate_split(final, self.task, cfg.test_split, batch_size=cfg.eval_batch_size,
+                                    device=self.ctx.device, bf16=cfg.bf16, ctx=self.ctx)
+        self._write({"step": self.done, "split": "test", **test, "eval": mode, "time": round(self.elapsed(), 3)})
+        return test
+
+    def _close(self) -> None:
+        for thing in (self.bar, self.tb, self.metrics_log):
+            if thing is not None:
+                thing.close()
+
+    def _record(self, test: dict[str, float]) -> RunResult:
+        st, cfg = self.state, self.config
         result = RunResult(
             run_dir=self.run_dir, run_id=self.run_id, model=self.model_name, task=self.task_name, seed=cfg.seed,
-            status=status, steps=done, best_step=int(state["best_step"]), valid=dict(state["best_metrics"]),
-            test=test, wall_time=round(elapsed(), 3), history=list(state["history"]),
-            primary_metric=spec.primary_metric, message=message,
+            status=self.status, steps=self.done, best_step=st.best_step, valid=dict(st.best_metrics), test=test,
+            wall_time=round(self.elapsed(), 3), history=list(st.history),
+            primary_metric=self.task.spec.primary_metric, message=self.message,
         )
-        if ctx.is_main:
+        if self.ctx.is_main:
             write_result(result)
             if self.use_index:
                 self._index(result)
-        barrier(ctx)
+        barrier(self.ctx)
         return result
 
     def _open_tensorboard(self, purge_step: int | None):
@@ -604,9 +692,9 @@ def _local_rows(state: Any, ctx: DistContext) -> Any:
     return _map_tensors(state, take)
 
 
-def _kept(state: dict[str, Any]) -> str:
-    ckpt = f"the last good checkpoint (step {state['step']})" if state["step"] else "no checkpoint"
-    best = f"the best weights (step {state['best_step']})" if state["best_step"] else "the last finite weights"
+def _kept(state: LoopState) -> str:
+    ckpt = f"the last good checkpoint (step {state.step})" if state.step else "no checkpoint"
+    best = f"the best weights (step {state.best_step})" if state.best_step else "the last finite weights"
     return f"Kept {ckpt} and {best}; lower the learning rate or enable clip_norm."
 
 

@@ -1,0 +1,107 @@
+"""Hook points of the training loop, for methods that change how a step is taken rather than the model.
+
+A ``TrainHook`` is passed to ``train(..., hooks=[...])`` (or ``Trainer``); every method is optional and the
+trainer calls the hooks in order at these points of each training step::
+
+    loss = task loss + sum(hook.extra_loss(...))           # e.g. a Jacobian regularizer
+    loss.backward()
+    hook.transform_gradients(...)                          # e.g. per-sample clipping + noise (DP-SGD)
+    clip (clip_norm), optimizer.step()
+    hook.after_step(...)                                   # e.g. clip the shadow weights of a quantized net
+    hook.metrics(...) -> {name: value}                     # averaged into the next train log row
+
+Modules inside the model take part without a hook object:
+
+* ``module.module_metrics() -> dict[str, float]``: statistics since the last call (e.g. a fixed-point solver's
+  iterations and residual); logged with the train rows (and TensorBoard) under ``<module path>.<name>``.
+* ``module.param_settings(config) -> {parameter name: {"lr_scale": ..., "weight_decay": ...}} | None``:
+  optimizer settings for the module's own parameters (e.g. S5's separate SSM learning rate ``ssm_lr``);
+  ``optimizer_param_groups`` turns them into parameter groups.
+
+Hooks run on every rank under data parallelism; they must not draw from the global RNG unless they re-seed it
+from the step (``derive_seed``), or resumed runs stop being bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from seqzoo.training.trainer import Trainer
+
+
+class TrainHook:
+    """Base class of training hooks; override what you need (see the module docstring for the call order)."""
+
+    def extra_loss(self, trainer: Trainer, model: nn.Module, batch: dict[str, Any]) -> Tensor | None:
+        """A scalar added to the task's loss before ``backward`` (None: nothing)."""
+        return None
+
+    def transform_gradients(self, trainer: Trainer, model: nn.Module) -> None:
+        """Change ``p.grad`` in place after ``backward`` and before clipping and the optimizer step."""
+
+    def after_step(self, trainer: Trainer, model: nn.Module) -> None:
+        """Change parameters in place after the optimizer step (under ``torch.no_grad``)."""
+
+    def metrics(self, trainer: Trainer, model: nn.Module) -> dict[str, float]:
+        """Scalars of this step, averaged over the steps of a train log row."""
+        return {}
+
+
+def module_metrics(model: nn.Module) -> dict[str, float]:
+    """``module_metrics()`` of every submodule that has one, keyed ``<module path>.<name>`` (root: ``<name>``)."""
+    out: dict[str, float] = {}
+    for path, module in model.named_modules():
+        fn = getattr(module, "module_metrics", None)
+        if callable(fn):
+            for key, value in (fn() or {}).items():
+                out[f"{path}.{key}" if path else key] = float(value)
+    return out
+
+
+def optimizer_param_groups(model: nn.Module, config: Any) -> list:
+    """The optimizer's parameters: plain trainable parameters, or groups when modules ask for their own settings.
+
+    Every submodule with ``param_settings(config)`` may give settings (``lr_scale``, ``weight_decay``) to its own
+    parameters by name; parameters with equal settings form one group (named by the settings' ``group`` key),
+    in order of first appearance, with the remaining parameters last in the group ``"regular"``. ``lr_scale``
+    multiplies the scheduled learning rate (``LRSchedule.apply``).
+    """
+    settings: dict[int, dict[str, Any]] = {}
+    for module in model.modules():
+        fn = getattr(module, "param_settings", None)
+        if not callable(fn):
+            continue
+        own = fn(config)
+        if not own:
+            continue
+        params = dict(module.named_parameters(recurse=False))
+        for name, s in own.items():
+            if name not in params:
+                raise ValueError(f"{type(module).__name__}.param_settings names {name!r}, not one of its parameters")
+            settings[id(params[name])] = dict(s)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not settings:
+        return trainable
+    groups: dict[str, dict[str, Any]] = {}
+    for p in trainable:
+        s = settings.get(id(p))
+        name = "regular" if s is None else str(s.get("group", "custom"))
+        if name not in groups:
+            base = {"lr_scale": 1.0, "weight_decay": float(config.weight_decay)} if s is None else s
+            groups[name] = {"name": name, "params": [],
+                            "lr_scale": float(base.get("lr_scale", 1.0)),
+                            "weight_decay": float(base.get("weight_decay", config.weight_decay))}
+        groups[name]["params"].append(p)
+    ordered = [g for n, g in groups.items() if n != "regular"] + ([groups["regular"]] if "regular" in groups else [])
+    for g in ordered:
+        g["lr"] = float(config.lr) * g["lr_scale"]
+    return ordered
+
+
+def finite(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is finite."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
