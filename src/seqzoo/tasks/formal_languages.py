@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqzoo.layers.automaton import DFA
+from seqzoo.dfa import DFA
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed
 from seqzoo.tasks.registry import register_task
 
