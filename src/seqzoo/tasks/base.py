@@ -244,5 +244,17 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * m).sum() / m.sum().clamp(min=1.0)
 
 
+def class_prior_baseline(train: Tensor, test: Tensor, n_classes: int) -> dict[str, float]:
+    """The training labels' majority class (``accuracy``) and class prior (``cross_entropy``), scored on ``test``.
+
+    A test class that never occurs in training has prior 0, so the cross-entropy is ``inf`` (not NaN, not an error).
+    """
+    counts = torch.bincount(train, minlength=n_classes).double()
+    prior = counts / counts.sum()
+    p = prior[test]
+    return {"accuracy": float((test == int(counts.argmax())).double().mean()),
+            "cross_entropy": float(-p.log().mean()) if bool((p > 0).all()) else math.inf}
+
+
 def uniform_log(n: int) -> float:
     return math.log(n)

@@ -16,12 +16,11 @@ scikit-learn is imported only when the data is first needed (``pip install seqzo
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 
-from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, derive_seed
+from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, class_prior_baseline, derive_seed
 from seqzoo.tasks.registry import register_task
 
 LAYOUTS = ("pixels", "rows")
@@ -105,10 +104,5 @@ class DigitsTask(Task):
         return TensorDataset({"inputs": x.contiguous(), "targets": labels[idx]})
 
     def baseline(self) -> dict[str, float]:
-        train = self.build("train").tensors["targets"]
-        test = self.build("test").tensors["targets"]
-        counts = torch.bincount(train, minlength=N_CLASSES).double()
-        prior = counts / counts.sum()
-        majority = int(counts.argmax())
-        return {"accuracy": float((test == majority).double().mean()),
-                "cross_entropy": float(-prior[test].log().mean()) if bool((prior[test] > 0).all()) else math.inf}
+        return class_prior_baseline(self.build("train").tensors["targets"], self.build("test").tensors["targets"],
+                                    N_CLASSES)

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
+from seqzoo.tasks.data_files import MissingDataError, data_error, read_text
 from seqzoo.tasks.registry import register_task
 
 
@@ -207,15 +208,17 @@ def _aeon_airline() -> np.ndarray:
 
 
 def read_series_file(path: str | os.PathLike, column: str | int | None = None) -> np.ndarray:
-    """Numbers from a CSV / whitespace text file: an optional header line, then one row per time step."""
+    """Numbers from a CSV / whitespace text file (optionally gzipped): an optional header line, then one row per
+    time step; a malformed row is a ``DataError`` naming the file and line."""
     p = Path(path)
     if not p.is_absolute() and not p.exists() and os.environ.get("SEQZOO_DATA"):
         p = Path(os.environ["SEQZOO_DATA"]) / p
     if not p.is_file():
-        raise FileNotFoundError(f"forecast: series file {str(p)!r} does not exist")
+        raise MissingDataError(f"forecast: series file {str(p)!r} does not exist")
     rows: list[list[str]] = []
+    line_of: list[int] = []
     header: list[str] | None = None
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(p, "a CSV or whitespace-separated text file of numbers").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -227,28 +230,29 @@ def read_series_file(path: str | os.PathLike, column: str | int | None = None) -
                 header = cells
                 continue
         rows.append(cells)
+        line_of.append(lineno)
         if len(cells) != len(rows[0]):
-            raise ValueError(f"forecast: {p}, line {lineno}: expected {len(rows[0])} columns, got {len(cells)}")
+            raise data_error(p, f"expected {len(rows[0])} columns, got {len(cells)}", lineno)
     if not rows:
-        raise ValueError(f"forecast: {p} holds no data rows")
+        raise data_error(p, "holds no data rows")
     if column is None:
         if len(rows[0]) != 1:
-            raise ValueError(f"forecast: {p} has {len(rows[0])} columns; pick one with column= (name or index)")
+            raise data_error(p, f"has {len(rows[0])} columns; pick one with column= (name or index)")
         col = 0
     elif isinstance(column, int):
         if not 0 <= column < len(rows[0]):
-            raise ValueError(f"forecast: column index {column} out of range for {len(rows[0])} columns in {p}")
+            raise data_error(p, f"column index {column} out of range for {len(rows[0])} columns")
         col = column
     else:
         if header is None or column not in header:
-            raise ValueError(f"forecast: column {column!r} not in the header of {p} ({header})")
+            raise data_error(p, f"column {column!r} not in the header ({header})")
         col = header.index(column)
     values = []
     for i, cells in enumerate(rows):
         try:
             values.append(float(cells[col]))
         except ValueError:
-            raise ValueError(f"forecast: {p}, data row {i + 1}: {cells[col]!r} is not a number") from None
+            raise data_error(p, f"{cells[col]!r} is not a number (data row {i + 1})", line_of[i]) from None
     return np.asarray(values, dtype=np.float64)
 
 

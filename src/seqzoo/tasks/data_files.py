@@ -1,0 +1,137 @@
+"""Finding and reading data files: one rule for where data is looked for and for what a bad file raises.
+
+Data is looked up under ``data_dir``, else ``$SEQZOO_DATA``, else ``./data``, ``../shared/data`` (from the working
+directory) and ``../shared/data`` next to the repository; nothing is downloaded.
+
+Every task reads its files through ``read_bytes`` / ``read_text`` (or wraps a library that opens the file itself in
+``reading``), so a missing file, an unreadable one, a truncated or corrupt gzip stream and bytes that are not UTF-8
+all raise ``seqzoo.errors.DataError`` naming the file (and the line, where there is one); ``data_error`` builds the
+same message for a malformed line or record found by the task's own parser. A missing file raises
+``MissingDataError``, which is also a ``FileNotFoundError`` so callers that skip absent data keep working.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from seqzoo.errors import DataError, SeqzooError
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data file or folder that is not there (a ``DataError`` that is also a ``FileNotFoundError``)."""
+
+
+def data_error(path: str | os.PathLike, message: str, line: int | None = None) -> DataError:
+    """``DataError("<path>, line <line>: <message>")`` (without the line part when ``line`` is None)."""
+    where = f"{path}, line {line}" if line is not None else f"{path}"
+    return DataError(f"{where}: {message}")
+
+
+@contextmanager
+def reading(path: str | os.PathLike, expected: str) -> Iterator[None]:
+    """Turn the low-level exceptions of reading ``path`` into a ``DataError`` naming the file and what was expected.
+
+    Errors that already are ``SeqzooError`` pass through; anything else (a bug) keeps its type.
+    """
+    try:
+        yield
+    except SeqzooError:
+        raise
+    except FileNotFoundError as e:
+        raise MissingDataError(f"{path} does not exist (expected {expected})") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{path} is a directory (expected {expected})") from e
+    except PermissionError as e:
+        raise DataError(f"cannot read {path}: permission denied (expected {expected})") from e
+    except EOFError as e:  # gzip: the stream stops before its end marker
+        raise DataError(f"{path}: the compressed data ends early, the file is truncated (expected {expected})") from e
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: corrupt gzip data ({e}) (expected {expected})") from e
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e} (expected {expected})") from e
+
+
+def read_bytes(path: str | os.PathLike, expected: str = "a data file, optionally gzip-compressed") -> bytes:
+    """All bytes of a file, decompressed when its name ends in ``.gz``; any failure is a ``DataError``."""
+    path = Path(path)
+    with reading(path, expected):
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+
+
+def decode_text(data: bytes, path: str | os.PathLike) -> str:
+    """UTF-8 text of ``data`` read from ``path``: invalid bytes, NUL bytes and emptiness name the file and line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise data_error(path, f"not valid UTF-8 text ({e.reason} at byte {e.start})", line) from e
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise data_error(path, "NUL byte in a text file", text.count("\n", 0, nul) + 1)
+    if not text.strip():
+        raise data_error(path, "the file is empty; expected text")
+    return text
+
+
+def read_text(path: str | os.PathLike, expected: str = "a UTF-8 text file, optionally gzip-compressed") -> str:
+    """Decoded UTF-8 text of a (possibly gzipped) file; any failure is a ``DataError`` naming the file (and line)."""
+    return decode_text(read_bytes(path, expected), path)
+
+
+# ----- where data is looked for ----------------------------------------------------------------------------------
+
+def default_roots() -> list[Path]:
+    """Where data is looked for when neither ``data_dir`` nor ``SEQZOO_DATA`` is given: ``./data``,
+    ``../shared/data`` from the working directory and ``../shared/data`` next to the repository."""
+    repo = Path(__file__).resolve().parents[3]  # src/seqzoo/tasks/<file> -> repository root
+    cwd = Path.cwd()
+    return [cwd / "data", cwd.parent / "shared" / "data", repo.parent / "shared" / "data"]
+
+
+def data_roots(data_dir: str | os.PathLike | None) -> tuple[list[Path], str]:
+    """The folders to search and where they came from: ``data_dir``, else ``$SEQZOO_DATA``, else the defaults."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()], f"data_dir={str(data_dir)!r}"
+    env = os.environ.get("SEQZOO_DATA")
+    if env:
+        return [Path(env).expanduser()], f"SEQZOO_DATA={env!r}"
+    return default_roots(), "the default locations (neither data_dir nor SEQZOO_DATA is set)"
+
+
+def search_dirs(data_dir: str | os.PathLike | None, folder: str | None) -> tuple[list[Path], str]:
+    """``root/folder`` then ``root`` itself for every root (without repeats), and where the roots came from."""
+    roots, origin = data_roots(data_dir)
+    dirs: list[Path] = []
+    for root in roots:
+        for cand in ([root / folder] if folder else []) + [root]:
+            if cand not in dirs:
+                dirs.append(cand)
+    return dirs, origin
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """``folder/name.gz`` or ``folder/name``, whichever exists."""
+    for cand in (folder / f"{name}.gz", folder / name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def dataset_folder(data_dir: str | os.PathLike | None, folder: str | None, names: list[str], who: str) -> Path:
+    """The folder holding every file of ``names`` (each possibly gzipped): ``root/folder`` or ``root`` itself."""
+    candidates, origin = search_dirs(data_dir, folder)
+    for cand in candidates:
+        if all(find_file(cand, n) is not None for n in names):
+            return cand
+    wanted = ", ".join(f"{folder + '/' if folder else ''}{n}[.gz]" for n in names)
+    raise MissingDataError(f"{who}: {wanted} not found in {', '.join(str(c) for c in candidates)} (searched "
+                           f"{origin}); pass data_dir=... (the folder holding {folder + '/' if folder else 'them'}) "
+                           "or set SEQZOO_DATA (the CLI's --data-dir sets it)")
