@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed, generator
 from seqzoo.tasks.pcfg import PCFG, Rule, cont
 from seqzoo.tasks.registry import register_task
@@ -116,7 +117,7 @@ class CFLTask(Task):
                                  ("n_valid", n_valid, 1), ("n_test_per_length", n_test_per_length, 1)):
             check_int(self.name, name, value, low)
         if min_length > max_length or test_min_length > test_max_length:
-            raise ValueError(f"{self.name}: need min_length <= max_length and test_min_length <= test_max_length, "
+            raise ConfigError(f"{self.name}: need min_length <= max_length and test_min_length <= test_max_length, "
                              f"got {min_length}..{max_length} and {test_min_length}..{test_max_length}")
         super().__init__(min_length=min_length, max_length=max_length, test_min_length=test_min_length,
                          test_max_length=test_max_length, n_valid=n_valid, n_test_per_length=n_test_per_length)
@@ -125,7 +126,7 @@ class CFLTask(Task):
                        "test": (test_min_length, test_max_length)}
         for split, (lo, hi) in self.ranges.items():
             if not self.grammar.valid_lengths(lo, hi):
-                raise ValueError(f"{self.name}: the grammar produces no string with length in [{lo}, {hi}] "
+                raise ConfigError(f"{self.name}: the grammar produces no string with length in [{lo}, {hi}] "
                                  f"({split} range)")
         self.n_valid, self.n_test_per_length = n_valid, n_test_per_length
         n_sym = len(self.grammar.terminals)
@@ -189,7 +190,7 @@ class CFLTask(Task):
 
     def build(self, split: str, seed: int = 0) -> TensorDataset:
         if split not in self.ranges:
-            raise ValueError(f"split must be one of {tuple(self.ranges)}, got {split!r}")
+            raise ConfigError(f"split must be one of {tuple(self.ranges)}, got {split!r}")
         key = (split, seed)
         if key not in self._cache:
             g = generator(self.name, self.version, self.data_params(), split, seed)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
 from seqzoo.tasks.data_files import MissingDataError, data_error, read_text
 from seqzoo.tasks.registry import register_task
@@ -47,7 +48,7 @@ from seqzoo.tasks.registry import register_task
 
 def _check_fraction(task: str, name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{task}: {name} must be a number in (0, 1), got {value!r}")
+        raise ConfigError(f"{task}: {name} must be a number in (0, 1), got {value!r}")
 
 
 class ForecastTask(Task):
@@ -64,7 +65,7 @@ class ForecastTask(Task):
         check_int(who, "stride", stride, 1)
         check_int(who, "warmup", warmup, 0)
         if warmup >= window:
-            raise ValueError(f"{who}: warmup ({warmup}) must be < window ({window}) so every window counts a step")
+            raise ConfigError(f"{who}: warmup ({warmup}) must be < window ({window}) so every window counts a step")
         _check_fraction(who, "valid_fraction", valid_fraction)
         _check_fraction(who, "test_fraction", test_fraction)
         self.window, self.stride, self.warmup = window, stride, warmup
@@ -96,7 +97,7 @@ class ForecastTask(Task):
         test_start = n - max(1, round(n * self.test_fraction))
         valid_start = test_start - max(1, round(test_start * self.valid_fraction))
         if valid_start - 1 < self.window:
-            raise ValueError(f"{self.name}: the training period has {valid_start} points, too few for windows of "
+            raise ConfigError(f"{self.name}: the training period has {valid_start} points, too few for windows of "
                              f"{self.window} (+1 target); use a smaller window or a longer series")
         return valid_start, test_start, n
 
@@ -163,7 +164,7 @@ class ForecastTask(Task):
     def baselines(self, split: str = "test") -> dict[str, dict[str, float]]:
         """Naive, seasonal-naive (if the series has a season) and training-mean forecasts on a period."""
         if split not in ("valid", "test"):
-            raise ValueError(f"{self.name}: baselines are measured on 'valid' or 'test', got {split!r}")
+            raise ConfigError(f"{self.name}: baselines are measured on 'valid' or 'test', got {split!r}")
         y = self.series()
         valid_start, test_start, n = self.boundaries()
         lo, hi = (valid_start, test_start) if split == "valid" else (test_start, n)
@@ -272,12 +273,12 @@ class RealSeriesTask(ForecastTask):
                  warmup: int = 2, valid_fraction: float = 0.3, test_fraction: float = 0.3,
                  normalize: bool = True) -> None:
         if series not in SERIES:
-            raise ValueError(f"forecast: series must be one of {sorted(SERIES)}, got {series!r}")
+            raise ConfigError(f"forecast: series must be one of {sorted(SERIES)}, got {series!r}")
         if (series == "file") != (path is not None):
-            raise ValueError("forecast: give path= exactly when series='file'"
+            raise ConfigError("forecast: give path= exactly when series='file'"
                              f" (got series={series!r}, path={path!r})")
         if transform not in TRANSFORMS:
-            raise ValueError(f"forecast: transform must be one of {TRANSFORMS}, got {transform!r}")
+            raise ConfigError(f"forecast: transform must be one of {TRANSFORMS}, got {transform!r}")
         if season is not None:
             check_int("forecast", "season", season, 1)
         super().__init__(series=series, path=path, column=column, season=season, transform=transform, window=window,
@@ -297,7 +298,7 @@ class RealSeriesTask(ForecastTask):
             y = _statsmodels_series(self.series_name)
         if self.transform == "log":
             if (y <= 0).any():
-                raise ValueError(f"forecast: transform='log' needs a positive series; {self.series_name} has values "
+                raise ConfigError(f"forecast: transform='log' needs a positive series; {self.series_name} has values "
                                  f"<= 0 (min {y.min()})")
             y = np.log(y)
         return y

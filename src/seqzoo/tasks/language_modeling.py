@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
 from seqzoo.tasks.data_files import data_error, dataset_folder, find_file, read_text
 from seqzoo.tasks.registry import register_task
@@ -136,11 +137,11 @@ class LanguageModelingTask(Task):
     def __init__(self, dataset: str = "ptb", level: str | None = None, data_dir: str | None = None, bptt: int = 35,
                  train_context: int = 0, eval_context: int | None = None, max_vocab: int | None = None) -> None:
         if dataset not in DATASETS:
-            raise ValueError(f"lm: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
+            raise ConfigError(f"lm: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
         info = DATASETS[dataset]
         level = info["level"] if level is None else level
         if level not in LEVELS:
-            raise ValueError(f"lm: level must be one of {LEVELS}, got {level!r}")
+            raise ConfigError(f"lm: level must be one of {LEVELS}, got {level!r}")
         check_int("lm", "bptt", bptt, 1)
         check_int("lm", "train_context", train_context, 0)
         eval_context = bptt if eval_context is None else eval_context
@@ -210,7 +211,7 @@ class LanguageModelingTask(Task):
         per = self.streams(batch_size).shape[1]
         n = (per - 1 - self.train_context) // self.bptt
         if n < 1:
-            raise ValueError(f"lm: batch_size={batch_size} leaves {per} tokens per stream, too few for one segment "
+            raise ConfigError(f"lm: batch_size={batch_size} leaves {per} tokens per stream, too few for one segment "
                              f"of bptt={self.bptt} (+ train_context={self.train_context}); lower batch_size or bptt")
         return n
 
@@ -262,7 +263,7 @@ class LanguageModelingTask(Task):
         if key in self._stream_batches:
             return self._stream_batches[key]
         if split not in self.ids:
-            raise ValueError(f"lm: split must be one of {tuple(self.ids)}, got {split!r}")
+            raise ConfigError(f"lm: split must be one of {tuple(self.ids)}, got {split!r}")
         ids = self.ids[split]
         n_targets = ids.numel() - 1
         warm = min(self.eval_context, n_targets)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, class_prior_baseline, derive_seed
 from seqzoo.tasks.data_files import data_error, dataset_folder, find_file, read_bytes
 from seqzoo.tasks.digits import stratified_split
@@ -76,16 +77,16 @@ class MNISTTestTask(Task):
     def __init__(self, layout: str = "pixels", pool: int = 1, permute: bool = False, n_valid: int = 1000,
                  n_test: int = 2000, data_dir: str | None = None) -> None:
         if layout not in LAYOUTS:
-            raise ValueError(f"mnist-test: layout must be one of {LAYOUTS}, got {layout!r}")
+            raise ConfigError(f"mnist-test: layout must be one of {LAYOUTS}, got {layout!r}")
         check_int("mnist-test", "pool", pool, 1)
         if SIDE % pool:
-            raise ValueError(f"mnist-test: pool must divide 28 (1, 2, 4, 7, 14, 28), got {pool}")
+            raise ConfigError(f"mnist-test: pool must divide 28 (1, 2, 4, 7, 14, 28), got {pool}")
         if not isinstance(permute, bool):
-            raise ValueError(f"mnist-test: permute must be true or false, got {permute!r}")
+            raise ConfigError(f"mnist-test: permute must be true or false, got {permute!r}")
         check_int("mnist-test", "n_valid", n_valid, 1)
         check_int("mnist-test", "n_test", n_test, 1)
         if n_valid + n_test > N_IMAGES - 100 * N_CLASSES:
-            raise ValueError(f"mnist-test: n_valid + n_test must leave at least 1,000 training images, got "
+            raise ConfigError(f"mnist-test: n_valid + n_test must leave at least 1,000 training images, got "
                              f"{n_valid} + {n_test} of {N_IMAGES}")
         super().__init__(layout=layout, pool=pool, permute=permute, n_valid=n_valid, n_test=n_test)
         self.folder = dataset_folder(data_dir, "mnist-test", [IMAGES, LABELS], "mnist-test")

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqzoo.errors import DataError, SeqzooError
+from seqzoo.errors import ConfigError, DataError, SeqzooError
 from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset
 from seqzoo.tasks.data_files import MissingDataError, data_error, read_text, reading, search_dirs
 from seqzoo.tasks.registry import register_task
@@ -78,7 +78,7 @@ def canonical_dataset(name: str) -> str:
     key = str(name).strip().lower().replace(" ", "_")
     key = ALIASES.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"music: unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
+        raise ConfigError(f"music: unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
                          f"(aliases: {sorted(ALIASES)})")
     return key
 
@@ -104,7 +104,7 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
     """The file to read for ``dataset``; a clear error lists where it looked and what exists."""
     name = canonical_dataset(dataset)
     if fmt not in FORMATS:
-        raise ValueError(f"music: format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"music: format must be one of {FORMATS}, got {fmt!r}")
     notes, mat = DATASETS[name]
     wanted = {"auto": [notes, mat], "notes": [notes], "mat": [mat]}[fmt]
     dirs, origin = candidate_dirs(data_dir)
@@ -293,11 +293,11 @@ class MusicTask(Task):
                  max_len: int | None = None, score_first_frame: bool = True) -> None:
         name = canonical_dataset(dataset)
         if format not in FORMATS:
-            raise ValueError(f"music: format must be one of {FORMATS}, got {format!r}")
+            raise ConfigError(f"music: format must be one of {FORMATS}, got {format!r}")
         if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-            raise ValueError(f"music: max_len must be None or an integer >= 1, got {max_len!r}")
+            raise ConfigError(f"music: max_len must be None or an integer >= 1, got {max_len!r}")
         if not isinstance(score_first_frame, bool):
-            raise ValueError(f"music: score_first_frame must be True or False, got {score_first_frame!r}")
+            raise ConfigError(f"music: score_first_frame must be True or False, got {score_first_frame!r}")
         super().__init__(dataset=name, data_dir=data_dir, format=format, max_len=max_len,
                          score_first_frame=score_first_frame)
         self.dataset_name, self.data_dir, self.format = name, data_dir, format
@@ -314,7 +314,7 @@ class MusicTask(Task):
 
     def pieces(self, split: str) -> list[Tensor]:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return load_piano_rolls(self.path)[split]
 
     def dataset(self, split: str) -> PianoRollDataset:
