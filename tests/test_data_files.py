@@ -172,6 +172,10 @@ def test_forecast_series_file_errors(tmp_path: Path) -> None:
     _raises_naming(lambda: read_series_file(p, "value"), p, "'oops' is not a number", line=4)
     p.write_text("1,2\n3,4,5\n")
     _raises_naming(lambda: read_series_file(p, 0), p, "expected 2 columns", line=2)
+    p.write_text("t,value\n1\n")
+    _raises_naming(lambda: read_series_file(p, "value"), p, "expected 2 columns \\(as in the header\\)", line=2)
+    p.write_text("value\n1.0\nnan\n")
+    _raises_naming(lambda: read_series_file(p), p, "'nan' is not a finite number", line=3)
     gz = tmp_path / "s.csv.gz"
     gz.write_bytes(truncated_gz(b"1.0\n" * 5000))
     _raises_naming(lambda: read_series_file(gz), gz, "truncated")
@@ -216,3 +220,63 @@ def test_spoken_digits_not_a_tar_and_bad_member(tmp_path: Path) -> None:
     _raises_naming(lambda: read_recordings(str(p), (1, 0)), p, "not a readable tar archive")
     p.write_bytes(_tar({"recordings/3_spk_1.wav": b"RIFF....garbage"}))
     _raises_naming(lambda: read_recordings(str(p), (2, 0)), p, "3_spk_1.wav: not a readable WAV")
+
+
+# ----- mutated files: a DataError or a result, never another exception --------------------------------------------
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """Cut, overwrite a few bytes of, or insert random bytes into ``data``."""
+    b = bytearray(data)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        return bytes(b[: int(rng.integers(len(b)))])
+    if kind == 1:
+        for i in rng.integers(0, len(b), size=int(rng.integers(1, 9))):
+            b[int(i)] = int(rng.integers(256))
+        return bytes(b)
+    i = int(rng.integers(len(b) + 1))
+    return bytes(b[:i]) + rng.integers(0, 256, size=int(rng.integers(1, 21))).astype(np.uint8).tobytes() + bytes(b[i:])
+
+
+_NOTES = json.dumps({"train": [[[60, 61], [], [70]]], "valid": [[[62]]], "test": [[[64, 65]]]}).encode()
+_CSV = b"t,value\n1,2.0\n2,3.5\n3,4\n"
+_IDX = _idx(np.arange(30))
+MUTATED = {  # reader, file name, valid content
+    "idx": (read_idx, "a", _IDX), "idx-gz": (read_idx, "a.gz", gzip.compress(_IDX)),
+    "notes-gz": (read_notes_file, "n.notes.json.gz", gzip.compress(_NOTES)),
+    "csv": (lambda p: read_series_file(p, "value"), "s.csv", _CSV),
+    "csv-gz": (lambda p: read_series_file(p, "value"), "s.csv.gz", gzip.compress(_CSV)),
+    "text-gz": (read_text, "t.txt.gz", gzip.compress(b"hello\nworld\n")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATED))
+def test_mutated_files_give_data_errors_or_results(tmp_path: Path, case: str) -> None:
+    read, fname, content = MUTATED[case]
+    rng = np.random.default_rng(sorted(MUTATED).index(case))
+    p = tmp_path / fname
+    for _ in range(150):
+        p.write_bytes(_mutate(content, rng))
+        try:
+            read(p)
+        except DataError as e:
+            assert str(p) in str(e)
+
+
+@pytest.mark.parametrize("piece", ["[[100000000000000000000000000000]]", "[[60, [61]]]", "[[NaN]]", "[[Infinity]]",
+                                   "[[true]]", '[["60"]]', "[60]", "null"])
+def test_malformed_notes_are_data_errors(tmp_path: Path, piece: str) -> None:
+    p = tmp_path / "x.notes.json.gz"
+    p.write_bytes(gzip.compress(b'{"train": [' + piece.encode() + b'], "valid": [], "test": []}'))
+    _raises_naming(lambda: read_notes_file(p), p, "piece 0")
+
+
+def test_mutated_json_text_gives_data_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    p = tmp_path / "x.notes.json.gz"
+    for _ in range(150):
+        p.write_bytes(gzip.compress(_mutate(_NOTES, rng)))
+        try:
+            read_notes_file(p)
+        except DataError as e:
+            assert str(p) in str(e)

@@ -230,10 +230,12 @@ def read_series_file(path: str | os.PathLike, column: str | int | None = None) -
             except ValueError:
                 header = cells
                 continue
+        width = len(header) if header is not None else len(rows[0]) if rows else len(cells)
+        if len(cells) != width:
+            raise data_error(p, f"expected {width} columns{' (as in the header)' if header else ''}, got {len(cells)}",
+                             lineno)
         rows.append(cells)
         line_of.append(lineno)
-        if len(cells) != len(rows[0]):
-            raise data_error(p, f"expected {len(rows[0])} columns, got {len(cells)}", lineno)
     if not rows:
         raise data_error(p, "holds no data rows")
     if column is None:
@@ -251,9 +253,12 @@ def read_series_file(path: str | os.PathLike, column: str | int | None = None) -
     values = []
     for i, cells in enumerate(rows):
         try:
-            values.append(float(cells[col]))
+            value = float(cells[col])
         except ValueError:
             raise data_error(p, f"{cells[col]!r} is not a number (data row {i + 1})", line_of[i]) from None
+        if not math.isfinite(value):
+            raise data_error(p, f"{cells[col]!r} is not a finite number (data row {i + 1})", line_of[i])
+        values.append(value)
     return np.asarray(values, dtype=np.float64)
 
 

@@ -125,28 +125,22 @@ def _roll_from_notes(piece: Any, path: Path, split: str, index: int) -> Tensor:
     where = f"{path}: split {split!r}, piece {index}"
     if not isinstance(piece, list):
         raise DataError(f"{where}: expected a list of frames, got {type(piece).__name__}")
+    steps: list[int] = []
+    keys: list[int] = []
+    top = LOWEST_MIDI + N_KEYS - 1
     for t, frame in enumerate(piece):
         if not isinstance(frame, list):
             raise DataError(f"{where}, frame {t}: expected a list of MIDI note numbers, got {frame!r}")
-    counts = np.fromiter((len(f) for f in piece), dtype=np.int64, count=len(piece))
-    flat = [n for f in piece for n in f]
-    notes = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
-    bad = None
-    if notes.dtype.kind == "f":
-        bad = np.flatnonzero(notes != np.round(notes))
-    elif notes.dtype.kind not in "iu" or any(type(n) is bool for n in flat):
-        bad = np.flatnonzero([type(n) is not int for n in flat])
-    if bad is not None and len(bad):
-        t = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
-        raise DataError(f"{where}, frame {t}: MIDI note numbers must be integers, got {flat[bad[0]]!r}")
-    keys = notes.astype(np.int64) - LOWEST_MIDI
-    out = np.flatnonzero((keys < 0) | (keys >= N_KEYS))
-    if len(out):
-        t = int(np.searchsorted(np.cumsum(counts), out[0], side="right"))
-        raise DataError(f"{where}, frame {t}: MIDI note {flat[out[0]]} is outside the piano range "
-                         f"{LOWEST_MIDI}..{LOWEST_MIDI + N_KEYS - 1}")
+        for note in frame:
+            if isinstance(note, bool) or not isinstance(note, (int, float)) or (
+                    isinstance(note, float) and not note.is_integer()):
+                raise DataError(f"{where}, frame {t}: MIDI note numbers must be integers, got {note!r}")
+            if not LOWEST_MIDI <= note <= top:
+                raise DataError(f"{where}, frame {t}: MIDI note {note} is outside the piano range {LOWEST_MIDI}..{top}")
+            steps.append(t)
+            keys.append(int(note) - LOWEST_MIDI)
     roll = np.zeros((len(piece), N_KEYS), dtype=bool)
-    roll[np.repeat(np.arange(len(piece)), counts), keys] = True
+    roll[steps, keys] = True
     return torch.from_numpy(roll)
 
 
