@@ -280,3 +280,19 @@ def test_mutated_json_text_gives_data_errors(tmp_path: Path) -> None:
             read_notes_file(p)
         except DataError as e:
             assert str(p) in str(e)
+
+
+def test_a_crashing_mat_reader_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scipy's .mat reader segfaults on some corrupt files (seen with scipy 1.17 on mutated files): it runs in a
+    child process, and a crash there is a DataError naming the file, not a dead interpreter."""
+    pytest.importorskip("scipy", reason="the .mat layout needs scipy")
+    import seqzoo.tasks.data_files as data_files
+    from seqzoo.tasks.music import read_mat_file
+
+    p = tmp_path / "JSB_Chorales.mat"
+    p.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
+    monkeypatch.setattr(data_files, "_MAT_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    _raises_naming(lambda: read_mat_file(p), p, "not a readable MATLAB .mat file .*signal 11")
+    monkeypatch.undo()
+    _raises_naming(lambda: read_mat_file(p), p, "not a readable MATLAB .mat file")
+    _raises_naming(lambda: read_mat_file(tmp_path / "none.mat"), tmp_path / "none.mat", "does not exist")

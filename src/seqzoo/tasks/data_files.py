@@ -13,11 +13,18 @@ same message for a malformed line or record found by the task's own parser. A mi
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from seqzoo.errors import DataError, SeqzooError
 
@@ -54,6 +61,73 @@ def reading(path: str | os.PathLike, expected: str) -> Iterator[None]:
         raise DataError(f"{path}: corrupt gzip data ({e}) (expected {expected})") from e
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e} (expected {expected})") from e
+
+
+# The child process of read_mat_cells: load the file with scipy, write every numeric cell of the wanted cell arrays to
+# an .npz (no object arrays, so the parent loads it without pickle) and print what it found as one JSON line.
+_MAT_CHILD = r"""
+import json, sys
+import numpy as np
+from scipy.io import loadmat
+src, dst, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    mat = loadmat(src)
+except Exception as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    sys.exit(0)
+info = {"variables": sorted(k for k in mat if not k.startswith("__")), "cells": {}, "not_numeric": []}
+arrays = {}
+for key in keys:
+    cells = mat.get(key)
+    if cells is None:
+        continue
+    if getattr(cells, "dtype", None) != object:
+        info["cells"][key] = str(getattr(cells, "dtype", type(cells).__name__))
+        continue
+    flat = cells.reshape(-1)
+    info["cells"][key] = len(flat)
+    for i, m in enumerate(flat):
+        a = np.asarray(m)
+        if a.dtype.kind not in "biuf":
+            info["not_numeric"].append(f"{key}[{i}]")
+            a = np.zeros((0,))
+        arrays[f"{key}/{i}"] = a
+np.savez(dst, **arrays)
+print(json.dumps(info))
+"""
+
+
+def read_mat_cells(path: str | os.PathLike, keys: list[str]) -> tuple[list[str], dict[str, list[np.ndarray] | str]]:
+    """``(variables in the file, {key: numeric arrays of the cell array, or the dtype when it is not one})``.
+
+    scipy's MATLAB reader is C code that can crash the process (SIGSEGV) on some corrupt files, so it runs in a
+    child process and a crash becomes a ``DataError`` naming the file. A cell that is not a numeric array comes
+    back as an empty (0,) array, which no caller accepts as a T x d matrix.
+    """
+    path = Path(path)
+    if importlib.util.find_spec("scipy") is None:
+        raise ImportError(f"reading {path} needs scipy (pip install scipy, or seqzoo[data])")
+    with reading(path, "a MATLAB .mat file"):
+        path.open("rb").close()  # a missing or unreadable file is named here, before the child starts
+    with tempfile.TemporaryDirectory(prefix="seqzoo-mat-") as tmp:
+        dst = Path(tmp) / "cells.npz"
+        try:
+            done = subprocess.run([sys.executable, "-c", _MAT_CHILD, str(path), str(dst), *keys], capture_output=True,
+                                  text=True, timeout=600)
+        except subprocess.TimeoutExpired as e:
+            raise data_error(path, "reading the MATLAB file took longer than 600 s; it is probably corrupt") from e
+        if done.returncode != 0:
+            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+            last = done.stderr.strip().splitlines()[-1:] or [""]
+            raise data_error(path, f"not a readable MATLAB .mat file (the reader stopped with {how}) {last[0]}".strip())
+        info = json.loads(done.stdout.strip().splitlines()[-1])
+        if "error" in info:
+            raise data_error(path, f"not a readable MATLAB .mat file ({info['error']})")
+        with np.load(dst, allow_pickle=False) as npz:
+            found: dict[str, list[np.ndarray] | str] = {}
+            for key, what in info["cells"].items():
+                found[key] = [npz[f"{key}/{i}"] for i in range(what)] if isinstance(what, int) else what
+    return info["variables"], found
 
 
 def read_bytes(path: str | os.PathLike, expected: str = "a data file, optionally gzip-compressed") -> bytes:

@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqzoo.errors import ConfigError, DataError, SeqzooError
+from seqzoo.errors import ConfigError, DataError
 from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset
-from seqzoo.tasks.data_files import MissingDataError, data_error, read_text, reading, search_dirs
+from seqzoo.tasks.data_files import MissingDataError, data_error, read_mat_cells, read_text, search_dirs
 from seqzoo.tasks.registry import register_task
 
 N_KEYS = 88
@@ -165,34 +165,28 @@ def read_notes_file(path: str | os.PathLike) -> Rolls:
 
 
 def read_mat_file(path: str | os.PathLike) -> Rolls:
-    """Read a ``.mat`` file (cell arrays ``traindata``/``validdata``/``testdata`` of T × 88 0/1 matrices)."""
+    """Read a ``.mat`` file (cell arrays ``traindata``/``validdata``/``testdata`` of T × 88 0/1 matrices).
+
+    scipy reads it in a child process (``read_mat_cells``): a corrupt file can crash scipy's reader.
+    """
     path = Path(path)
     try:
-        from scipy.io import loadmat
+        variables, cells = read_mat_cells(path, list(_MAT_KEYS.values()))
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs scipy (pip install scipy, or seqzoo[data]); the "
                           f".notes.json.gz layout needs only the standard library") from e
-    with reading(path, "a MATLAB .mat file"):
-        try:
-            mat = loadmat(str(path))
-        except (OSError, SeqzooError):
-            raise  # missing or unreadable: reading() names it
-        except Exception as e:  # scipy raises several types for corrupt files
-            raise data_error(path, f"not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
     out: Rolls = {}
     for split, key in _MAT_KEYS.items():
-        if key not in mat:
-            have = sorted(k for k in mat if not k.startswith("__"))
-            raise DataError(f"{path}: missing variable {key!r} (split {split!r}); the file has {have}")
-        cells = mat[key]
-        if getattr(cells, "dtype", None) is None or cells.dtype != object:
+        if key not in variables:
+            raise DataError(f"{path}: missing variable {key!r} (split {split!r}); the file has {variables}")
+        matrices = cells[key]
+        if isinstance(matrices, str):
             raise DataError(f"{path}: {key!r} must be a cell array of T × {N_KEYS} matrices, "
-                             f"got an array of dtype {getattr(cells, 'dtype', type(cells).__name__)}")
+                            f"got an array of dtype {matrices}")
         rolls = []
-        for i, m in enumerate(cells.reshape(-1)):
-            if getattr(m, "ndim", 0) != 2 or m.shape[1] != N_KEYS:
-                raise DataError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape "
-                                 f"{getattr(m, 'shape', None)}")
+        for i, m in enumerate(matrices):
+            if m.ndim != 2 or m.shape[1] != N_KEYS:
+                raise DataError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape {m.shape}")
             if not bool(((m == 0) | (m == 1)).all()):
                 raise DataError(f"{path}: {key}[{i}] must hold only 0 and 1 (a binary piano roll)")
             rolls.append(torch.from_numpy(np.ascontiguousarray(m != 0)))  # loadmat gives Fortran order
