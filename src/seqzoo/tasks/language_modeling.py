@@ -211,7 +211,7 @@ class LanguageModelingTask(Task):
         per = self.streams(batch_size).shape[1]
         n = (per - 1 - self.train_context) // self.bptt
         if n < 1:
-            raise ConfigError(f"lm: batch_size={batch_size} leaves {per} tokens per stream, too few for one segment "
+            raise ValueError(f"lm: batch_size={batch_size} leaves {per} tokens per stream, too few for one segment "
                              f"of bptt={self.bptt} (+ train_context={self.train_context}); lower batch_size or bptt")
         return n
 
@@ -263,7 +263,7 @@ class LanguageModelingTask(Task):
         if key in self._stream_batches:
             return self._stream_batches[key]
         if split not in self.ids:
-            raise ConfigError(f"lm: split must be one of {tuple(self.ids)}, got {split!r}")
+            raise ValueError(f"lm: split must be one of {tuple(self.ids)}, got {split!r}")
         ids = self.ids[split]
         n_targets = ids.numel() - 1
         warm = min(self.eval_context, n_targets)
