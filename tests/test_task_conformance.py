@@ -9,10 +9,10 @@ the reason.
 
 Checks: fixed evaluation sets are identical across calls and across processes for the same (version, params,
 split, seed); training batches are a pure function of (step, batch size, seed); batches have the kinds, dtypes,
-shapes and masks the spec declares; targets lie in the declared classes; the baseline is finite and holds the
-primary metric; the loss of random outputs of the declared shape is finite and backpropagates; metrics cover the
-spec's list; bad parameter values raise a ``ConfigError`` naming the parameter; data-backed tasks without data say
-which files they looked for, and where.
+shapes and masks the spec declares; targets lie in the declared classes; the description is plain JSON; the
+baseline is finite and holds the primary metric; the loss of random outputs of the declared shape is finite and
+backpropagates; metrics cover the spec's list; bad parameter values raise a ``ConfigError`` naming the parameter;
+data-backed tasks without data say which files they looked for, and where.
 
 Run as a script (``python tests/test_task_conformance.py NAME...``) it prints the evaluation-set digests as JSON:
 the cross-process check runs that in a subprocess and compares.
@@ -297,6 +297,16 @@ def test_batches_have_the_declared_shapes_dtypes_and_masks(name: str) -> None:
     for split in ("valid", "test"):
         check_batch(task, first_rows(task, split), f"{name} {split}", train=False)
     check_batch(task, task.train_batch(1, 5, 0), f"{name} train", train=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_description_is_plain_json(name: str) -> None:
+    """``describe()`` goes into a run's config.json: it must survive JSON unchanged (no tensors, tuples as lists)."""
+    task = task_for(name)
+    desc = task.describe()
+    back = json.loads(json.dumps(desc))
+    assert back["name"] == name and back["version"] == task.version
+    assert back["spec"]["primary_metric"] == task.spec.primary_metric and back["spec"]["decoder"] == task.spec.decoder
 
 
 @pytest.mark.parametrize("name", NAMES)
