@@ -4,10 +4,11 @@ Data is looked up under ``data_dir``, else ``$SEQZOO_DATA``, else ``./data``, ``
 directory) and ``../shared/data`` next to the repository; nothing is downloaded.
 
 Every task reads its files through ``read_bytes`` / ``read_text`` (or wraps a library that opens the file itself in
-``reading``), so a missing file, an unreadable one, a truncated or corrupt gzip stream and bytes that are not UTF-8
-all raise ``seqzoo.errors.DataError`` naming the file (and the line, where there is one); ``data_error`` builds the
-same message for a malformed line or record found by the task's own parser. A missing file raises
-``MissingDataError``, which is also a ``FileNotFoundError`` so callers that skip absent data keep working.
+``reading``; ``read_mat_cells`` runs scipy's MATLAB reader in a child process, since a corrupt file can crash it),
+so a missing file, an unreadable one, a truncated or corrupt gzip stream and bytes that are not UTF-8 all raise
+``seqzoo.errors.DataError`` naming the file (and the line, where there is one); ``data_error`` builds the same
+message for a malformed line or record found by the task's own parser. A missing file raises ``MissingDataError``,
+which is also a ``FileNotFoundError`` so callers that skip absent data keep working.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ try:
 except Exception as e:
     print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
     sys.exit(0)
-info = {"variables": sorted(k for k in mat if not k.startswith("__")), "cells": {}, "not_numeric": []}
+info = {"variables": sorted(k for k in mat if not k.startswith("__")), "cells": {}}
 arrays = {}
 for key in keys:
     cells = mat.get(key)
@@ -89,7 +90,6 @@ for key in keys:
     for i, m in enumerate(flat):
         a = np.asarray(m)
         if a.dtype.kind not in "biuf":
-            info["not_numeric"].append(f"{key}[{i}]")
             a = np.zeros((0,))
         arrays[f"{key}/{i}"] = a
 np.savez(dst, **arrays)
