@@ -11,15 +11,13 @@ import torch
 
 from seqzoo.tasks import create_task, list_tasks
 from seqzoo.tasks.cfl import (
-    PCFG,
-    Rule,
-    cont,
     dyck_grammar,
     hardest_cfl_grammar,
     marked_reversal_grammar,
     padded_reversal_grammar,
     unmarked_reversal_grammar,
 )
+from seqzoo.tasks.pcfg import PCFG, Rule, cont
 
 NAMES = ["cfl-marked-reversal", "cfl-unmarked-reversal", "cfl-padded-reversal", "cfl-dyck", "cfl-hardest"]
 SMALL = {"min_length": 8, "max_length": 16, "test_min_length": 8, "test_max_length": 20, "n_valid": 64,

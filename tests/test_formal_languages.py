@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import seqzoo
-from seqzoo.layers.automaton import DFA, MISSING
+from seqzoo.dfa import DFA, MISSING
 from seqzoo.tasks import create_task
 from seqzoo.tasks.formal_languages import is_balanced, nesting_depth, tomita_dfa, tomita_rule
 
@@ -235,3 +235,12 @@ def test_bad_parameters() -> None:
         create_task("balanced_parens", n_letters=30)
     with pytest.raises(ValueError, match="lengths >= 2"):
         create_task("palindrome", max_train_len=1)
+
+
+def test_dfa_lives_below_the_layers_and_is_re_exported() -> None:
+    """The automaton is a leaf module the tasks import; the layers' old import path still names the same class."""
+    import seqzoo.dfa
+    import seqzoo.layers.automaton
+
+    assert seqzoo.layers.automaton.DFA is seqzoo.dfa.DFA
+    assert "torch" not in seqzoo.dfa.__dict__ and "seqzoo.layers" not in seqzoo.dfa.__dict__

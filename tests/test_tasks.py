@@ -354,3 +354,15 @@ def test_bad_params_raise_clear_errors(name: str, params: dict, match: str) -> N
 def test_bad_split_raises() -> None:
     with pytest.raises(ValueError, match="split must be one of"):
         create_task("copy", **SMALL["copy"]).build("validation")
+
+
+def test_class_prior_baseline_is_inf_not_nan_when_a_test_class_never_trains() -> None:
+    """One shared rule for digits, mnist-test and the fixed classification sets (mnist's copy had lost the guard)."""
+    from seqzoo.tasks.base import class_prior_baseline
+
+    train, test = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 3])
+    base = class_prior_baseline(train, test, n_classes=4)
+    assert base["accuracy"] == pytest.approx(1 / 3) and base["cross_entropy"] == math.inf
+    seen = class_prior_baseline(train, torch.tensor([0, 1]), n_classes=4)
+    assert seen["cross_entropy"] == pytest.approx(-(math.log(0.5) + math.log(0.25)) / 2)
+    assert class_prior_baseline(torch.tensor([], dtype=torch.long), test, 4)["cross_entropy"] == math.inf  # not NaN

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from seqzoo.tasks.base import Batch, Task, TaskSpec
+from seqzoo.tasks.base import Batch, Task, TaskSpec, check_int
 from seqzoo.tasks.registry import register_task
 
 
@@ -21,8 +21,9 @@ class AddingTask(Task):
     version = 1
 
     def __init__(self, seq_len: int = 100, n_valid: int = 1000, n_test: int = 1000) -> None:
-        if seq_len < 3:
-            raise ValueError(f"adding: seq_len must be >= 3 (two disjoint marker ranges), got {seq_len}")
+        check_int("adding", "seq_len (two disjoint marker ranges)", seq_len, 3)
+        check_int("adding", "n_valid", n_valid, 1)
+        check_int("adding", "n_test", n_test, 1)
         super().__init__(seq_len=seq_len, n_valid=n_valid, n_test=n_test)
         self.seq_len = seq_len
         self.eval_sizes = {"valid": n_valid, "test": n_test}

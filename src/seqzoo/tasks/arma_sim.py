@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import check_int, derive_seed
 from seqzoo.tasks.forecasting import ForecastTask
 from seqzoo.tasks.registry import register_task
@@ -45,7 +46,7 @@ def check_stationary(ar: Sequence[float]) -> None:
     companion[1:, :-1] = np.eye(len(ar) - 1)
     radius = float(np.abs(np.linalg.eigvals(companion)).max())
     if radius >= 1.0:
-        raise ValueError(f"arma: ar={list(ar)} is not stationary (largest root of the AR polynomial has modulus "
+        raise ConfigError(f"arma: ar={list(ar)} is not stationary (largest root of the AR polynomial has modulus "
                          f"{radius:.3f} >= 1 in 1/z); choose coefficients with all roots inside the unit circle")
 
 
@@ -74,7 +75,7 @@ def simulate(process: str, n: int, rng: np.random.RandomState, *, sigma: float |
              burn_in: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """``(series (n, k), oracle one-step predictions (n, k))`` of a process; oracle[t] = E[y_t | past]."""
     if process not in PROCESSES:
-        raise ValueError(f"unknown process {process!r}; valid: {', '.join(PROCESSES)}")
+        raise ConfigError(f"unknown process {process!r}; valid: {', '.join(PROCESSES)}")
     s = sigma if sigma is not None else (2.0 if process == "arma" else 1.0)
     if process == "arma":
         y, eps = simulate_arma(ar, ma, n, sigma=s, intercept=intercept, rng=rng, burn_in=burn_in)
@@ -122,13 +123,13 @@ class ARMASimTask(ForecastTask):
                  series_seed: int = 0, burn_in: int = 50, window: int = 20, stride: int = 1, warmup: int = 2,
                  valid_fraction: float = 0.3, test_fraction: float = 0.3, normalize: bool = False) -> None:
         if process not in PROCESSES:
-            raise ValueError(f"arma_sim: process must be one of {PROCESSES}, got {process!r}")
+            raise ConfigError(f"arma_sim: process must be one of {PROCESSES}, got {process!r}")
         check_int("arma_sim", "n", n, 10)
         check_int("arma_sim", "series_seed", series_seed, 0)
         check_int("arma_sim", "burn_in", burn_in, 0)
         ar_list, ma_list = self._coefficients("ar", ar), self._coefficients("ma", ma)
         if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"arma_sim: sigma must be a positive number or None, got {sigma!r}")
+            raise ConfigError(f"arma_sim: sigma must be a positive number or None, got {sigma!r}")
         if process == "arma":
             check_stationary(ar_list)
         super().__init__(process=process, n=n, ar=ar_list, ma=ma_list, sigma=sigma, intercept=float(intercept),
@@ -144,9 +145,9 @@ class ARMASimTask(ForecastTask):
         try:
             out = [float(v) for v in values]
         except (TypeError, ValueError):
-            raise ValueError(f"arma_sim: {name} must be a list of numbers, got {values!r}") from None
+            raise ConfigError(f"arma_sim: {name} must be a list of numbers, got {values!r}") from None
         if not all(math.isfinite(v) for v in out):
-            raise ValueError(f"arma_sim: {name} must hold finite numbers, got {values!r}")
+            raise ConfigError(f"arma_sim: {name} must hold finite numbers, got {values!r}")
         return out
 
     def _simulate(self) -> tuple[np.ndarray, np.ndarray]:

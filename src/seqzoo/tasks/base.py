@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
+
 Batch = dict[str, Tensor]
 
 INPUT_KINDS = ("features", "tokens")
@@ -76,9 +78,9 @@ class TaskSpec:
 
 
 def check_int(task: str, name: str, value: Any, minimum: int) -> None:
-    """Raise a ValueError naming the task and parameter unless ``value`` is an int >= ``minimum``."""
+    """Raise a ConfigError naming the task and parameter unless ``value`` is an int >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{task}: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{task}: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -150,7 +152,7 @@ class Task:
     def build(self, split: str, seed: int = 0) -> TensorDataset:
         """The evaluation (or fixed training) set of ``split``; identical for equal (version, params, split, seed)."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         key = (split, seed)
         if key not in self._cache:
             if self.fresh_train_data:
@@ -242,6 +244,18 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
         return values.mean()
     m = mask.to(values.dtype)
     return (values * m).sum() / m.sum().clamp(min=1.0)
+
+
+def class_prior_baseline(train: Tensor, test: Tensor, n_classes: int) -> dict[str, float]:
+    """The training labels' majority class (``accuracy``) and class prior (``cross_entropy``), scored on ``test``.
+
+    A test class that never occurs in training has prior 0, so the cross-entropy is ``inf`` (not NaN, not an error).
+    """
+    counts = torch.bincount(train, minlength=n_classes).double()
+    prior = counts / counts.sum()
+    p = prior[test]
+    return {"accuracy": float((test == int(counts.argmax())).double().mean()),
+            "cross_entropy": float(-p.log().mean()) if bool((p > 0).all()) else math.inf}
 
 
 def uniform_log(n: int) -> float:

@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, check_int
 from seqzoo.tasks.copy import recall_accuracy_sums
 from seqzoo.tasks.registry import register_task
@@ -47,7 +48,7 @@ class DenoiseTask(Task):
         check_int("denoise", "n_valid", n_valid, 1)
         check_int("denoise", "n_test", n_test, 1)
         if not isinstance(distinct_positions, bool):
-            raise ValueError(f"denoise: distinct_positions must be True or False, got {distinct_positions!r}")
+            raise ConfigError(f"denoise: distinct_positions must be True or False, got {distinct_positions!r}")
         super().__init__(seq_len=seq_len, distinct_positions=distinct_positions, n_valid=n_valid, n_test=n_test)
         self.seq_len, self.distinct_positions = seq_len, distinct_positions
         self.total_len = seq_len + 2 * self.n_data

@@ -16,12 +16,12 @@ scikit-learn is imported only when the data is first needed (``pip install seqzo
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 
-from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, derive_seed
+from seqzoo.errors import ConfigError
+from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, class_prior_baseline, derive_seed
 from seqzoo.tasks.registry import register_task
 
 LAYOUTS = ("pixels", "rows")
@@ -76,11 +76,11 @@ class DigitsTask(Task):
 
     def __init__(self, layout: str = "pixels", n_valid: int = 300, n_test: int = 300) -> None:
         if layout not in LAYOUTS:
-            raise ValueError(f"digits: layout must be one of {LAYOUTS}, got {layout!r}")
+            raise ConfigError(f"digits: layout must be one of {LAYOUTS}, got {layout!r}")
         check_int("digits", "n_valid", n_valid, 1)
         check_int("digits", "n_test", n_test, 1)
         if n_valid + n_test > N_IMAGES - N_CLASSES:
-            raise ValueError(f"digits: n_valid + n_test must leave training images (at most "
+            raise ConfigError(f"digits: n_valid + n_test must leave training images (at most "
                              f"{N_IMAGES - N_CLASSES} of {N_IMAGES}), got {n_valid} + {n_test}")
         super().__init__(layout=layout, n_valid=n_valid, n_test=n_test)
         self.layout, self.n_valid, self.n_test = layout, n_valid, n_test
@@ -105,10 +105,5 @@ class DigitsTask(Task):
         return TensorDataset({"inputs": x.contiguous(), "targets": labels[idx]})
 
     def baseline(self) -> dict[str, float]:
-        train = self.build("train").tensors["targets"]
-        test = self.build("test").tensors["targets"]
-        counts = torch.bincount(train, minlength=N_CLASSES).double()
-        prior = counts / counts.sum()
-        majority = int(counts.argmax())
-        return {"accuracy": float((test == majority).double().mean()),
-                "cross_entropy": float(-prior[test].log().mean()) if bool((prior[test] > 0).all()) else math.inf}
+        return class_prior_baseline(self.build("train").tensors["targets"], self.build("test").tensors["targets"],
+                                    N_CLASSES)

@@ -40,13 +40,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
+from seqzoo.tasks.data_files import MissingDataError, data_error, read_text
 from seqzoo.tasks.registry import register_task
 
 
 def _check_fraction(task: str, name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{task}: {name} must be a number in (0, 1), got {value!r}")
+        raise ConfigError(f"{task}: {name} must be a number in (0, 1), got {value!r}")
 
 
 class ForecastTask(Task):
@@ -63,7 +65,7 @@ class ForecastTask(Task):
         check_int(who, "stride", stride, 1)
         check_int(who, "warmup", warmup, 0)
         if warmup >= window:
-            raise ValueError(f"{who}: warmup ({warmup}) must be < window ({window}) so every window counts a step")
+            raise ConfigError(f"{who}: warmup ({warmup}) must be < window ({window}) so every window counts a step")
         _check_fraction(who, "valid_fraction", valid_fraction)
         _check_fraction(who, "test_fraction", test_fraction)
         self.window, self.stride, self.warmup = window, stride, warmup
@@ -95,7 +97,7 @@ class ForecastTask(Task):
         test_start = n - max(1, round(n * self.test_fraction))
         valid_start = test_start - max(1, round(test_start * self.valid_fraction))
         if valid_start - 1 < self.window:
-            raise ValueError(f"{self.name}: the training period has {valid_start} points, too few for windows of "
+            raise ConfigError(f"{self.name}: the training period has {valid_start} points, too few for windows of "
                              f"{self.window} (+1 target); use a smaller window or a longer series")
         return valid_start, test_start, n
 
@@ -162,7 +164,7 @@ class ForecastTask(Task):
     def baselines(self, split: str = "test") -> dict[str, dict[str, float]]:
         """Naive, seasonal-naive (if the series has a season) and training-mean forecasts on a period."""
         if split not in ("valid", "test"):
-            raise ValueError(f"{self.name}: baselines are measured on 'valid' or 'test', got {split!r}")
+            raise ConfigError(f"{self.name}: baselines are measured on 'valid' or 'test', got {split!r}")
         y = self.series()
         valid_start, test_start, n = self.boundaries()
         lo, hi = (valid_start, test_start) if split == "valid" else (test_start, n)
@@ -207,15 +209,17 @@ def _aeon_airline() -> np.ndarray:
 
 
 def read_series_file(path: str | os.PathLike, column: str | int | None = None) -> np.ndarray:
-    """Numbers from a CSV / whitespace text file: an optional header line, then one row per time step."""
+    """Numbers from a CSV / whitespace text file (optionally gzipped): an optional header line, then one row per
+    time step; a malformed row is a ``DataError`` naming the file and line."""
     p = Path(path)
     if not p.is_absolute() and not p.exists() and os.environ.get("SEQZOO_DATA"):
         p = Path(os.environ["SEQZOO_DATA"]) / p
     if not p.is_file():
-        raise FileNotFoundError(f"forecast: series file {str(p)!r} does not exist")
+        raise MissingDataError(f"forecast: series file {str(p)!r} does not exist")
     rows: list[list[str]] = []
+    line_of: list[int] = []
     header: list[str] | None = None
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(p, "a CSV or whitespace-separated text file of numbers").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -226,29 +230,35 @@ def read_series_file(path: str | os.PathLike, column: str | int | None = None) -
             except ValueError:
                 header = cells
                 continue
+        width = len(header) if header is not None else len(rows[0]) if rows else len(cells)
+        if len(cells) != width:
+            raise data_error(p, f"expected {width} columns{' (as in the header)' if header else ''}, got {len(cells)}",
+                             lineno)
         rows.append(cells)
-        if len(cells) != len(rows[0]):
-            raise ValueError(f"forecast: {p}, line {lineno}: expected {len(rows[0])} columns, got {len(cells)}")
+        line_of.append(lineno)
     if not rows:
-        raise ValueError(f"forecast: {p} holds no data rows")
+        raise data_error(p, "holds no data rows")
     if column is None:
         if len(rows[0]) != 1:
-            raise ValueError(f"forecast: {p} has {len(rows[0])} columns; pick one with column= (name or index)")
+            raise data_error(p, f"has {len(rows[0])} columns; pick one with column= (name or index)")
         col = 0
     elif isinstance(column, int):
         if not 0 <= column < len(rows[0]):
-            raise ValueError(f"forecast: column index {column} out of range for {len(rows[0])} columns in {p}")
+            raise data_error(p, f"column index {column} out of range for {len(rows[0])} columns")
         col = column
     else:
         if header is None or column not in header:
-            raise ValueError(f"forecast: column {column!r} not in the header of {p} ({header})")
+            raise data_error(p, f"column {column!r} not in the header ({header})")
         col = header.index(column)
     values = []
     for i, cells in enumerate(rows):
         try:
-            values.append(float(cells[col]))
+            value = float(cells[col])
         except ValueError:
-            raise ValueError(f"forecast: {p}, data row {i + 1}: {cells[col]!r} is not a number") from None
+            raise data_error(p, f"{cells[col]!r} is not a number (data row {i + 1})", line_of[i]) from None
+        if not math.isfinite(value):
+            raise data_error(p, f"{cells[col]!r} is not a finite number (data row {i + 1})", line_of[i])
+        values.append(value)
     return np.asarray(values, dtype=np.float64)
 
 
@@ -268,12 +278,12 @@ class RealSeriesTask(ForecastTask):
                  warmup: int = 2, valid_fraction: float = 0.3, test_fraction: float = 0.3,
                  normalize: bool = True) -> None:
         if series not in SERIES:
-            raise ValueError(f"forecast: series must be one of {sorted(SERIES)}, got {series!r}")
+            raise ConfigError(f"forecast: series must be one of {sorted(SERIES)}, got {series!r}")
         if (series == "file") != (path is not None):
-            raise ValueError("forecast: give path= exactly when series='file'"
+            raise ConfigError("forecast: give path= exactly when series='file'"
                              f" (got series={series!r}, path={path!r})")
         if transform not in TRANSFORMS:
-            raise ValueError(f"forecast: transform must be one of {TRANSFORMS}, got {transform!r}")
+            raise ConfigError(f"forecast: transform must be one of {TRANSFORMS}, got {transform!r}")
         if season is not None:
             check_int("forecast", "season", season, 1)
         super().__init__(series=series, path=path, column=column, season=season, transform=transform, window=window,
@@ -293,7 +303,7 @@ class RealSeriesTask(ForecastTask):
             y = _statsmodels_series(self.series_name)
         if self.transform == "log":
             if (y <= 0).any():
-                raise ValueError(f"forecast: transform='log' needs a positive series; {self.series_name} has values "
+                raise ConfigError(f"forecast: transform='log' needs a positive series; {self.series_name} has values "
                                  f"<= 0 (min {y.min()})")
             y = np.log(y)
         return y

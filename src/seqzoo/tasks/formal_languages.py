@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqzoo.layers.automaton import DFA
+from seqzoo.dfa import DFA
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed
 from seqzoo.tasks.registry import register_task
 
@@ -79,13 +80,13 @@ def _tomita_table(g: int) -> tuple[dict[tuple[str, str], str], str, list[str]]:
         t = {("a", "0"): "a", ("a", "1"): "b", ("b", "1"): "b", ("b", "0"): "c", ("c", "0"): "c", ("c", "1"): "d",
              ("d", "1"): "d"}
         return t, "a", ["a", "b", "c", "d"]
-    raise ValueError(f"tomita: grammar must be an integer 1..7, got {g!r}")
+    raise ConfigError(f"tomita: grammar must be an integer 1..7, got {g!r}")
 
 
 def tomita_dfa(grammar: int) -> DFA:
     """The minimal complete DFA of Tomita grammar ``grammar`` (1..7) over {"0", "1"}."""
     if isinstance(grammar, bool) or not isinstance(grammar, int):
-        raise ValueError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
+        raise ConfigError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
     t, start, acc = _tomita_table(grammar)
     return DFA.from_transitions(("0", "1"), t, start, acc).minimize()
 
@@ -118,7 +119,7 @@ def tomita_rule(grammar: int, word: str) -> bool:
         return (word.count("0") - word.count("1")) % 3 == 0
     if grammar == 7:
         return word.count("10") <= 1
-    raise ValueError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
+    raise ConfigError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
 
 
 def _spread(total: int, capacity: dict[int, int]) -> dict[int, int]:
@@ -210,7 +211,7 @@ class FormalLanguageTask(Task):
     def examples(self, split: str) -> list[Example]:
         """The ``(word, label)`` pairs of a split; no word of valid/test occurs in an earlier split."""
         if split not in ("train", "valid", "test"):
-            raise ValueError(f"split must be one of ('train', 'valid', 'test'), got {split!r}")
+            raise ConfigError(f"split must be one of ('train', 'valid', 'test'), got {split!r}")
         if self._splits is None:
             splits: dict[str, list[Example]] = {}
             seen: set[str] = set()
@@ -287,7 +288,7 @@ def _check_range(task: str, lo_name: str, lo: int, hi_name: str, hi: int, minimu
     check_int(task, lo_name, lo, minimum)
     check_int(task, hi_name, hi, minimum)
     if hi < lo:
-        raise ValueError(f"{task}: {hi_name} ({hi}) must be >= {lo_name} ({lo})")
+        raise ConfigError(f"{task}: {hi_name} ({hi}) must be >= {lo_name} ({lo})")
 
 
 # ----- tasks ---------------------------------------------------------------------------------------
@@ -304,10 +305,10 @@ class TomitaTask(FormalLanguageTask):
                  min_eval_len: int = 23, max_eval_len: int = 28, min_test_len: int = 29, max_test_len: int = 34,
                  n_valid: int = 500, n_test: int = 500) -> None:
         if isinstance(grammar, bool) or grammar not in range(1, 8):
-            raise ValueError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
+            raise ConfigError(f"tomita: grammar must be an integer 1..7, got {grammar!r}")
         check_int("tomita", "exhaustive_len", exhaustive_len, 0)
         if exhaustive_len > 14:
-            raise ValueError(f"tomita: exhaustive_len must be <= 14 (2^15 strings), got {exhaustive_len}")
+            raise ConfigError(f"tomita: exhaustive_len must be <= 14 (2^15 strings), got {exhaustive_len}")
         check_int("tomita", "max_train_len", max_train_len, exhaustive_len)
         check_int("tomita", "n_train", n_train, 0)
         _check_range("tomita", "min_eval_len", min_eval_len, "max_eval_len", max_eval_len, 0)
@@ -369,7 +370,7 @@ class BalancedParenthesesTask(FormalLanguageTask):
         _check_range("balanced_parens", "min_eval_depth", min_eval_depth, "max_eval_depth", max_eval_depth, 1)
         check_int("balanced_parens", "n_letters", n_letters, 1)
         if n_letters > 26:
-            raise ValueError(f"balanced_parens: n_letters must be <= 26 (a-z), got {n_letters}")
+            raise ConfigError(f"balanced_parens: n_letters must be <= 26 (a-z), got {n_letters}")
         check_int("balanced_parens", "max_len", max_len, 2 * max(max_train_depth, max_eval_depth) + 1)
         check_int("balanced_parens", "n_train", n_train, 1)
         check_int("balanced_parens", "n_valid", n_valid, 1)
@@ -408,7 +409,7 @@ class BalancedParenthesesTask(FormalLanguageTask):
                 self._items(rng, depth) if rng.random() < 0.5 else "")
             if len(word) <= self.max_len:
                 return word
-        raise RuntimeError(f"balanced_parens: could not draw a depth-{depth} string of length <= {self.max_len}")
+        raise ConfigError(f"balanced_parens: could not draw a depth-{depth} string of length <= {self.max_len}")
 
     def negative(self, depth: int, rng: random.Random) -> str:
         """A depth-``depth`` positive with each character replaced w.p. 1/2, kept once ( and ) counts differ."""
@@ -440,11 +441,11 @@ class PalindromeTask(FormalLanguageTask):
                  max_eval_len: int = 24, n_train: int = 1000, n_valid: int = 500, n_test: int = 500) -> None:
         check_int("palindrome", "n_symbols", n_symbols, 2)
         if n_symbols > 26:
-            raise ValueError(f"palindrome: n_symbols must be <= 26, got {n_symbols}")
+            raise ConfigError(f"palindrome: n_symbols must be <= 26, got {n_symbols}")
         _check_range("palindrome", "min_train_len", min_train_len, "max_train_len", max_train_len, 0)
         _check_range("palindrome", "min_eval_len", min_eval_len, "max_eval_len", max_eval_len, 0)
         if max_train_len < 2 or max_eval_len < 2:
-            raise ValueError("palindrome: every split needs lengths >= 2 (shorter strings are all palindromes), got "
+            raise ConfigError("palindrome: every split needs lengths >= 2 (shorter strings are all palindromes), got "
                              f"max_train_len={max_train_len}, max_eval_len={max_eval_len}")
         check_int("palindrome", "n_train", n_train, 1)
         check_int("palindrome", "n_valid", n_valid, 1)

@@ -40,7 +40,6 @@ scored on the test split.
 from __future__ import annotations
 
 import functools
-import gzip
 import math
 import os
 from collections import Counter
@@ -50,7 +49,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
+from seqzoo.tasks.data_files import data_error, dataset_folder, find_file, read_text
 from seqzoo.tasks.registry import register_task
 
 UNK, EOS = "<unk>", "<eos>"
@@ -64,73 +65,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-# ----- finding and reading files -----------------------------------------------------------------------------------
-
-def default_roots() -> list[Path]:
-    """Where data is looked for when neither ``data_dir`` nor ``SEQZOO_DATA`` is given: ``./data``,
-    ``../shared/data`` from the working directory and ``../shared/data`` next to the repository."""
-    repo = Path(__file__).resolve().parents[3]  # src/seqzoo/tasks/<file> -> repository root
-    cwd = Path.cwd()
-    return [cwd / "data", cwd.parent / "shared" / "data", repo.parent / "shared" / "data"]
-
-
-def data_roots(data_dir: str | os.PathLike | None) -> tuple[list[Path], str]:
-    """The folders to search and where they came from: ``data_dir``, else ``$SEQZOO_DATA``, else the defaults."""
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()], f"data_dir={str(data_dir)!r}"
-    env = os.environ.get("SEQZOO_DATA")
-    if env:
-        return [Path(env).expanduser()], f"SEQZOO_DATA={env!r}"
-    return default_roots(), "the default locations (neither data_dir nor SEQZOO_DATA is set)"
-
-
-def find_file(folder: Path, name: str) -> Path | None:
-    """``folder/name.gz`` or ``folder/name``, whichever exists."""
-    for cand in (folder / f"{name}.gz", folder / name):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def dataset_folder(data_dir: str | os.PathLike | None, folder: str | None, names: list[str], who: str) -> Path:
-    """The folder holding every file of ``names`` (each possibly gzipped): ``root/folder`` or ``root`` itself."""
-    roots, origin = data_roots(data_dir)
-    candidates: list[Path] = []
-    for root in roots:
-        for cand in ([root / folder] if folder else []) + [root]:
-            if cand not in candidates:
-                candidates.append(cand)
-    for cand in candidates:
-        if all(find_file(cand, n) is not None for n in names):
-            return cand
-    wanted = ", ".join(f"{folder + '/' if folder else ''}{n}[.gz]" for n in names)
-    raise FileNotFoundError(f"{who}: {wanted} not found in {', '.join(str(c) for c in candidates)} (searched "
-                            f"{origin}); pass data_dir=... (the folder holding {folder + '/' if folder else 'them'}) "
-                            "or set SEQZOO_DATA (the CLI's --data-dir sets it)")
-
-
-def read_text(path: Path) -> str:
-    """Decoded UTF-8 text of a (possibly gzipped) file; malformed content raises naming the file and line."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read {path}: {e} (expected a text file, optionally gzip-compressed)") from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8 text ({e.reason} at byte {e.start})") from e
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise ValueError(f"{path}, line {text.count(chr(10), 0, nul) + 1}: NUL byte in a text file")
-    if not text.strip():
-        raise ValueError(f"{path}: the file is empty; expected text")
-    return text
-
+# ----- tokens and vocabulary (files are found and read by seqzoo.tasks.data_files) ------------------------------------
 
 def tokenize(text: str, level: str, dataset: str) -> list[str]:
     """Tokens of a text: words + ``<eos>`` per line; PTB characters (``_`` between words) + ``<eos>`` per line;
@@ -178,8 +113,8 @@ def load_corpus(files: tuple[tuple[str, str, int], ...], dataset: str, level: st
         tokens = {s: tokenize(read_text(Path(p)), level, dataset) for s, p in paths.items()}
     for split, toks in tokens.items():
         if len(toks) < 2:
-            raise ValueError(f"{paths.get(split, paths.get('all'))}: the {split} split has {len(toks)} tokens; "
-                             "a language model needs at least 2")
+            raise data_error(paths.get(split, paths.get("all")), f"the {split} split has {len(toks)} tokens; a "
+                             "language model needs at least 2")
     specials = (UNK, EOS) if EOS in tokens["train"] else (UNK,)
     vocab = build_vocab(tokens["train"], max_vocab, specials)
     stoi = {t: i for i, t in enumerate(vocab)}
@@ -202,11 +137,11 @@ class LanguageModelingTask(Task):
     def __init__(self, dataset: str = "ptb", level: str | None = None, data_dir: str | None = None, bptt: int = 35,
                  train_context: int = 0, eval_context: int | None = None, max_vocab: int | None = None) -> None:
         if dataset not in DATASETS:
-            raise ValueError(f"lm: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
+            raise ConfigError(f"lm: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
         info = DATASETS[dataset]
         level = info["level"] if level is None else level
         if level not in LEVELS:
-            raise ValueError(f"lm: level must be one of {LEVELS}, got {level!r}")
+            raise ConfigError(f"lm: level must be one of {LEVELS}, got {level!r}")
         check_int("lm", "bptt", bptt, 1)
         check_int("lm", "train_context", train_context, 0)
         eval_context = bptt if eval_context is None else eval_context

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed
 from seqzoo.tasks.registry import register_task
 
@@ -195,10 +196,10 @@ class ListOpsTask(Task):
             check_int("listops", split_name, n, 1)
         check_int("listops", "seed", seed, 0)
         if max_length - min_length < 2:
-            raise ValueError(f"listops: no length fits min_length < length < max_length, got min_length="
+            raise ConfigError(f"listops: no length fits min_length < length < max_length, got min_length="
                              f"{min_length}, max_length={max_length}")
         if max_depth == 1 and min_length >= 1:
-            raise ValueError(f"listops: with max_depth=1 every expression is one digit (length 1), so none has "
+            raise ConfigError(f"listops: with max_depth=1 every expression is one digit (length 1), so none has "
                              f"length > min_length={min_length}; raise max_depth")
         super().__init__(max_depth=max_depth, max_args=max_args, min_length=min_length, max_length=max_length,
                          n_train=n_train, n_valid=n_valid, n_test=n_test, seed=seed)
@@ -222,7 +223,7 @@ class ListOpsTask(Task):
         while len(out) < n:
             draws += 1
             if draws > 100000 and len(out) < draws / 100000:
-                raise RuntimeError(f"listops: only {len(out)} of {draws} sampled expressions had "
+                raise ConfigError(f"listops: only {len(out)} of {draws} sampled expressions had "
                                    f"{self.min_length} < length < {self.max_length}; widen the length range")
             tree, length = sample()
             if not self.min_length < length < self.max_length:

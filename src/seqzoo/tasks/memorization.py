@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, check_int
 from seqzoo.tasks.registry import register_task
 
@@ -33,10 +34,10 @@ class MemorizationTask(Task):
         check_int("memorization", "seq_len", seq_len, 2)
         check_int("memorization", "distance", distance, 1)
         if distance >= seq_len:
-            raise ValueError(f"memorization: distance must be < seq_len so some step has a target, "
+            raise ConfigError(f"memorization: distance must be < seq_len so some step has a target, "
                              f"got distance={distance}, seq_len={seq_len}")
         if loss not in MEMORIZATION_LOSSES:
-            raise ValueError(f"memorization: loss must be one of {MEMORIZATION_LOSSES}, got {loss!r}")
+            raise ConfigError(f"memorization: loss must be one of {MEMORIZATION_LOSSES}, got {loss!r}")
         check_int("memorization", "n_valid", n_valid, 1)
         check_int("memorization", "n_test", n_test, 1)
         super().__init__(seq_len=seq_len, distance=distance, loss=loss, n_valid=n_valid, n_test=n_test)

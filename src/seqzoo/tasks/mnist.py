@@ -18,16 +18,16 @@ The IDX files are read from ``data_dir``, else ``$SEQZOO_DATA``, else ``./data``
 from __future__ import annotations
 
 import functools
-import gzip
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, derive_seed
+from seqzoo.errors import ConfigError
+from seqzoo.tasks.base import Task, TaskSpec, TensorDataset, check_int, class_prior_baseline, derive_seed
+from seqzoo.tasks.data_files import data_error, dataset_folder, find_file, read_bytes
 from seqzoo.tasks.digits import stratified_split
-from seqzoo.tasks.language_modeling import dataset_folder, find_file
 from seqzoo.tasks.registry import register_task
 
 IMAGES, LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
@@ -37,17 +37,17 @@ LAYOUTS = ("pixels", "rows")
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped or not) as a uint8 array: big-endian magic ``0x0000 08 <ndim>``, then the sizes."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    raw = read_bytes(path, "an IDX file of unsigned bytes, optionally gzip-compressed")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'}, expected "
+        raise data_error(path, f"not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'}, expected "
                          "0000 08 0N)")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise data_error(path, f"the header of {ndim} sizes is cut short ({len(raw)} bytes); the file is truncated")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + math.prod(dims):
-        raise ValueError(f"{path}: header says {dims} ({math.prod(dims)} bytes of data) but the file holds "
+        raise data_error(path, f"header says {dims} ({math.prod(dims)} bytes of data) but the file holds "
                          f"{len(raw) - header} bytes after the header; the file is truncated or corrupt")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -59,10 +59,10 @@ def load_mnist_test(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = read_idx(find_file(root, IMAGES))
     labels = read_idx(find_file(root, LABELS))
     if images.shape != (N_IMAGES, SIDE, SIDE) or labels.shape != (N_IMAGES,):
-        raise ValueError(f"{root}: expected MNIST test images (10000, 28, 28) and labels (10000,), got "
+        raise data_error(root, f"expected MNIST test images (10000, 28, 28) and labels (10000,), got "
                          f"{images.shape} and {labels.shape}")
     if int(labels.max()) >= N_CLASSES:
-        raise ValueError(f"{root}: labels must lie in 0..9, found {int(labels.max())}")
+        raise data_error(root, f"labels must lie in 0..9, found {int(labels.max())}")
     return torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -77,16 +77,16 @@ class MNISTTestTask(Task):
     def __init__(self, layout: str = "pixels", pool: int = 1, permute: bool = False, n_valid: int = 1000,
                  n_test: int = 2000, data_dir: str | None = None) -> None:
         if layout not in LAYOUTS:
-            raise ValueError(f"mnist-test: layout must be one of {LAYOUTS}, got {layout!r}")
+            raise ConfigError(f"mnist-test: layout must be one of {LAYOUTS}, got {layout!r}")
         check_int("mnist-test", "pool", pool, 1)
         if SIDE % pool:
-            raise ValueError(f"mnist-test: pool must divide 28 (1, 2, 4, 7, 14, 28), got {pool}")
+            raise ConfigError(f"mnist-test: pool must divide 28 (1, 2, 4, 7, 14, 28), got {pool}")
         if not isinstance(permute, bool):
-            raise ValueError(f"mnist-test: permute must be true or false, got {permute!r}")
+            raise ConfigError(f"mnist-test: permute must be true or false, got {permute!r}")
         check_int("mnist-test", "n_valid", n_valid, 1)
         check_int("mnist-test", "n_test", n_test, 1)
         if n_valid + n_test > N_IMAGES - 100 * N_CLASSES:
-            raise ValueError(f"mnist-test: n_valid + n_test must leave at least 1,000 training images, got "
+            raise ConfigError(f"mnist-test: n_valid + n_test must leave at least 1,000 training images, got "
                              f"{n_valid} + {n_test} of {N_IMAGES}")
         super().__init__(layout=layout, pool=pool, permute=permute, n_valid=n_valid, n_test=n_test)
         self.folder = dataset_folder(data_dir, "mnist-test", [IMAGES, LABELS], "mnist-test")
@@ -127,9 +127,5 @@ class MNISTTestTask(Task):
         return TensorDataset({"inputs": x.contiguous(), "targets": labels[idx]})
 
     def baseline(self) -> dict[str, float]:
-        train = self.build("train").tensors["targets"]
-        test = self.build("test").tensors["targets"]
-        counts = torch.bincount(train, minlength=N_CLASSES).double()
-        prior = counts / counts.sum()
-        return {"accuracy": float((test == int(counts.argmax())).double().mean()),
-                "cross_entropy": float(-prior[test].log().mean())}
+        return class_prior_baseline(self.build("train").tensors["targets"], self.build("test").tensors["targets"],
+                                    N_CLASSES)

@@ -39,7 +39,6 @@ the test split (11.06 nats/frame on JSB).
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import math
 import os
@@ -51,7 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError, DataError
 from seqzoo.tasks.base import SPLITS, Batch, Task, TaskSpec, TensorDataset
+from seqzoo.tasks.data_files import MissingDataError, data_error, read_mat_cells, read_text, search_dirs
 from seqzoo.tasks.registry import register_task
 
 N_KEYS = 88
@@ -77,31 +78,14 @@ def canonical_dataset(name: str) -> str:
     key = str(name).strip().lower().replace(" ", "_")
     key = ALIASES.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"music: unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
+        raise ConfigError(f"music: unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
                          f"(aliases: {sorted(ALIASES)})")
     return key
 
 
-def _default_roots() -> list[Path]:
-    repo = Path(__file__).resolve().parents[3]  # src/seqzoo/tasks/music.py -> repository root
-    cwd = Path.cwd()
-    return [cwd / "data", cwd.parent / "shared" / "data", repo.parent / "shared" / "data"]
-
-
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> tuple[list[Path], str]:
-    """Directories to search, and where they came from (for error messages)."""
-    if data_dir is not None:
-        roots, origin = [Path(data_dir)], f"data_dir={str(data_dir)!r}"
-    elif os.environ.get("SEQZOO_DATA"):
-        roots, origin = [Path(os.environ["SEQZOO_DATA"])], f"SEQZOO_DATA={os.environ['SEQZOO_DATA']!r}"
-    else:
-        roots, origin = _default_roots(), "the default locations (no data_dir, SEQZOO_DATA unset)"
-    dirs: list[Path] = []
-    for root in roots:
-        for d in (root / SUBDIR, root):
-            if d not in dirs:
-                dirs.append(d)
-    return dirs, origin
+    """Directories to search (``root/polyphonic-music`` and ``root`` per data root), and where they came from."""
+    return search_dirs(data_dir, SUBDIR)
 
 
 def available_datasets(data_dir: str | os.PathLike | None = None) -> dict[str, list[Path]]:
@@ -120,7 +104,7 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
     """The file to read for ``dataset``; a clear error lists where it looked and what exists."""
     name = canonical_dataset(dataset)
     if fmt not in FORMATS:
-        raise ValueError(f"music: format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"music: format must be one of {FORMATS}, got {fmt!r}")
     notes, mat = DATASETS[name]
     wanted = {"auto": [notes, mat], "notes": [notes], "mat": [mat]}[fmt]
     dirs, origin = candidate_dirs(data_dir)
@@ -130,7 +114,7 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
                 return d / f
     have = available_datasets(data_dir)
     listing = ", ".join(f"{k} ({', '.join(p.name for p in v)})" for k, v in sorted(have.items())) or "none"
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"music: no file for dataset {name!r} (looked for {' or '.join(wanted)}) in "
         f"{', '.join(str(d) for d in dirs)} — searched from {origin}. Data sets found there: {listing}. "
         f"Pass data_dir=... (or --data-dir / SEQZOO_DATA) pointing at the folder that holds {SUBDIR}/.")
@@ -140,88 +124,71 @@ def find_music_file(dataset: str, data_dir: str | os.PathLike | None = None, fmt
 def _roll_from_notes(piece: Any, path: Path, split: str, index: int) -> Tensor:
     where = f"{path}: split {split!r}, piece {index}"
     if not isinstance(piece, list):
-        raise ValueError(f"{where}: expected a list of frames, got {type(piece).__name__}")
+        raise DataError(f"{where}: expected a list of frames, got {type(piece).__name__}")
+    steps: list[int] = []
+    keys: list[int] = []
+    top = LOWEST_MIDI + N_KEYS - 1
     for t, frame in enumerate(piece):
         if not isinstance(frame, list):
-            raise ValueError(f"{where}, frame {t}: expected a list of MIDI note numbers, got {frame!r}")
-    counts = np.fromiter((len(f) for f in piece), dtype=np.int64, count=len(piece))
-    flat = [n for f in piece for n in f]
-    notes = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
-    bad = None
-    if notes.dtype.kind == "f":
-        bad = np.flatnonzero(notes != np.round(notes))
-    elif notes.dtype.kind not in "iu" or any(type(n) is bool for n in flat):
-        bad = np.flatnonzero([type(n) is not int for n in flat])
-    if bad is not None and len(bad):
-        t = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
-        raise ValueError(f"{where}, frame {t}: MIDI note numbers must be integers, got {flat[bad[0]]!r}")
-    keys = notes.astype(np.int64) - LOWEST_MIDI
-    out = np.flatnonzero((keys < 0) | (keys >= N_KEYS))
-    if len(out):
-        t = int(np.searchsorted(np.cumsum(counts), out[0], side="right"))
-        raise ValueError(f"{where}, frame {t}: MIDI note {flat[out[0]]} is outside the piano range "
-                         f"{LOWEST_MIDI}..{LOWEST_MIDI + N_KEYS - 1}")
+            raise DataError(f"{where}, frame {t}: expected a list of MIDI note numbers, got {frame!r}")
+        for note in frame:
+            if isinstance(note, bool) or not isinstance(note, (int, float)) or (
+                    isinstance(note, float) and not note.is_integer()):
+                raise DataError(f"{where}, frame {t}: MIDI note numbers must be integers, got {note!r}")
+            if not LOWEST_MIDI <= note <= top:
+                raise DataError(f"{where}, frame {t}: MIDI note {note} is outside the piano range {LOWEST_MIDI}..{top}")
+            steps.append(t)
+            keys.append(int(note) - LOWEST_MIDI)
     roll = np.zeros((len(piece), N_KEYS), dtype=bool)
-    roll[np.repeat(np.arange(len(piece)), counts), keys] = True
+    roll[steps, keys] = True
     return torch.from_numpy(roll)
 
 
 def read_notes_file(path: str | os.PathLike) -> Rolls:
     """Read a ``.notes.json.gz`` file into boolean piano rolls per split."""
     path = Path(path)
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable gzip'd JSON text file ({e})") from e
+    text = read_text(path, "gzip'd JSON text")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+        raise data_error(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
     if not isinstance(data, dict) or any(s not in data for s in SPLITS):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: expected an object with keys {list(SPLITS)}, got {got}")
+        raise data_error(path, f"expected an object with keys {list(SPLITS)}, got {got}")
     out: Rolls = {}
     for split in SPLITS:
         pieces = data[split]
         if not isinstance(pieces, list):
-            raise ValueError(f"{path}: split {split!r} must be a list of pieces, got {type(pieces).__name__}")
+            raise data_error(path, f"split {split!r} must be a list of pieces, got {type(pieces).__name__}")
         out[split] = [_roll_from_notes(p, path, split, i) for i, p in enumerate(pieces)]
     return out
 
 
 def read_mat_file(path: str | os.PathLike) -> Rolls:
-    """Read a ``.mat`` file (cell arrays ``traindata``/``validdata``/``testdata`` of T × 88 0/1 matrices)."""
+    """Read a ``.mat`` file (cell arrays ``traindata``/``validdata``/``testdata`` of T × 88 0/1 matrices).
+
+    scipy reads it in a child process (``read_mat_cells``): a corrupt file can crash scipy's reader.
+    """
     path = Path(path)
     try:
-        from scipy.io import loadmat
+        variables, cells = read_mat_cells(path, list(_MAT_KEYS.values()))
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs scipy (pip install scipy, or seqzoo[data]); the "
                           f".notes.json.gz layout needs only the standard library") from e
-    try:
-        mat = loadmat(str(path))
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
     out: Rolls = {}
     for split, key in _MAT_KEYS.items():
-        if key not in mat:
-            have = sorted(k for k in mat if not k.startswith("__"))
-            raise ValueError(f"{path}: missing variable {key!r} (split {split!r}); the file has {have}")
-        cells = mat[key]
-        if getattr(cells, "dtype", None) is None or cells.dtype != object:
-            raise ValueError(f"{path}: {key!r} must be a cell array of T × {N_KEYS} matrices, "
-                             f"got an array of dtype {getattr(cells, 'dtype', type(cells).__name__)}")
+        if key not in variables:
+            raise DataError(f"{path}: missing variable {key!r} (split {split!r}); the file has {variables}")
+        matrices = cells[key]
+        if isinstance(matrices, str):
+            raise DataError(f"{path}: {key!r} must be a cell array of T × {N_KEYS} matrices, "
+                            f"got an array of dtype {matrices}")
         rolls = []
-        for i, m in enumerate(cells.reshape(-1)):
-            if getattr(m, "ndim", 0) != 2 or m.shape[1] != N_KEYS:
-                raise ValueError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape "
-                                 f"{getattr(m, 'shape', None)}")
+        for i, m in enumerate(matrices):
+            if m.ndim != 2 or m.shape[1] != N_KEYS:
+                raise DataError(f"{path}: {key}[{i}] must be a T × {N_KEYS} matrix, got shape {m.shape}")
             if not bool(((m == 0) | (m == 1)).all()):
-                raise ValueError(f"{path}: {key}[{i}] must hold only 0 and 1 (a binary piano roll)")
+                raise DataError(f"{path}: {key}[{i}] must hold only 0 and 1 (a binary piano roll)")
             rolls.append(torch.from_numpy(np.ascontiguousarray(m != 0)))  # loadmat gives Fortran order
         out[split] = rolls
     return out
@@ -236,7 +203,7 @@ def load_piano_rolls(path: str | os.PathLike) -> Rolls:
     """Piano rolls of a file in either layout (cached per file version)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"music: {p} does not exist or is not a file")
+        raise MissingDataError(f"music: {p} does not exist or is not a file")
     st = p.stat()
     return _read_cached(str(p), st.st_mtime_ns, st.st_size)
 
@@ -314,11 +281,11 @@ class MusicTask(Task):
                  max_len: int | None = None, score_first_frame: bool = True) -> None:
         name = canonical_dataset(dataset)
         if format not in FORMATS:
-            raise ValueError(f"music: format must be one of {FORMATS}, got {format!r}")
+            raise ConfigError(f"music: format must be one of {FORMATS}, got {format!r}")
         if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-            raise ValueError(f"music: max_len must be None or an integer >= 1, got {max_len!r}")
+            raise ConfigError(f"music: max_len must be None or an integer >= 1, got {max_len!r}")
         if not isinstance(score_first_frame, bool):
-            raise ValueError(f"music: score_first_frame must be True or False, got {score_first_frame!r}")
+            raise ConfigError(f"music: score_first_frame must be True or False, got {score_first_frame!r}")
         super().__init__(dataset=name, data_dir=data_dir, format=format, max_len=max_len,
                          score_first_frame=score_first_frame)
         self.dataset_name, self.data_dir, self.format = name, data_dir, format
@@ -335,7 +302,7 @@ class MusicTask(Task):
 
     def pieces(self, split: str) -> list[Tensor]:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return load_piano_rolls(self.path)[split]
 
     def dataset(self, split: str) -> PianoRollDataset:

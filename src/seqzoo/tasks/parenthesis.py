@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.tasks.base import Batch, Task, TaskSpec, check_int
 from seqzoo.tasks.registry import register_task
 
@@ -100,7 +101,7 @@ class ParenthesisTask(Task):
         check_int("parenthesis", "n_valid", n_valid, 1)
         check_int("parenthesis", "n_test", n_test, 1)
         if loss not in _LOSS_ALIASES:
-            raise ValueError(f"parenthesis: loss must be one of {sorted(_LOSS_ALIASES)}, got {loss!r}")
+            raise ConfigError(f"parenthesis: loss must be one of {sorted(_LOSS_ALIASES)}, got {loss!r}")
         loss = _LOSS_ALIASES[loss]
         super().__init__(seq_len=seq_len, max_count=max_count, loss=loss, n_valid=n_valid, n_test=n_test)
         self.seq_len, self.max_count, self.loss_kind = seq_len, max_count, loss
