@@ -24,6 +24,10 @@ class DataError(SeqzooError, ValueError):
     """A data file that is missing, unreadable or malformed; the message names the file (and line)."""
 
 
+class MissingDataError(DataError, FileNotFoundError):
+    """A data file or folder that is not there (a ``DataError`` that is also a ``FileNotFoundError``)."""
+
+
 class RunError(SeqzooError, ValueError):
     """A run folder or run index that cannot be used (corrupt, tampered, not a seqzoo run)."""
 

@@ -27,11 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqzoo.errors import DataError, SeqzooError
-
-
-class MissingDataError(DataError, FileNotFoundError):
-    """A data file or folder that is not there (a ``DataError`` that is also a ``FileNotFoundError``)."""
+from seqzoo.errors import DataError, MissingDataError, SeqzooError  # noqa: F401  (MissingDataError re-exported)
 
 
 def data_error(path: str | os.PathLike, message: str, line: int | None = None) -> DataError:

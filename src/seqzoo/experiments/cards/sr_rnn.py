@@ -224,7 +224,7 @@ def _draw_accuracy(results: Results, path: Path) -> None:
 
 def _draw_dfa(results: Results, path: Path) -> None:
     """The minimized DFA read off the first seed of the sampled SR-GRU (a note when no extraction ran here)."""
-    from seqzoo.layers.automaton import DFA
+    from seqzoo.dfa import DFA
 
     hit = results.find(exp="tomita4", arch="sr_gru_sampled")
     found = None
