@@ -521,3 +521,29 @@ def test_report_defaults_to_the_run_folder(tmp_path, monkeypatch):
     page = tmp_path / "runs" / "results.md"
     assert page.exists() and not (tmp_path / "docs").exists()
     assert "| memorization | tiny | jump_4_to_5 | tiny: not a result (" in page.read_text()
+
+
+def test_cross_grid_labels_order_and_per_task_arguments():
+    from seqzoo.experiments.grids import cross
+
+    grid = cross({"plain": "lstm", "wide": ("lstm", {"d_model": 16}), "win": lambda t: ("lstm_atn", {"k": len(t)})},
+                 {"adding": ("adding", {"seq_len": 10}), "copy": "copy"},
+                 train=lambda m, t: {"steps": 5} if t == "copy" else {}, labels={"T": 10})
+    assert [(e.labels["arch"], e.labels["task"]) for e in grid][:4] == [("plain", "adding"), ("wide", "adding"),
+                                                                        ("win", "adding"), ("plain", "copy")]
+    assert list(grid[0].labels) == ["arch", "task", "T"] and grid[0].id == "plain-taskadding-T10"
+    assert grid[2].model == "lstm_atn" and grid[2].model_args == {"k": 6} and grid[5].model_args == {"k": 4}
+    assert grid[3].task_args == {} and grid[3].train == {"steps": 5} and grid[0].train == {}
+    assert grid[1].task_args == {"seq_len": 10} and grid[1].task_args is not grid[0].task_args
+    by_model = cross(["gru", "lstm"], ["adding", "copy"], task_label="data", tasks_outer=False)
+    assert [(e.model, e.task, e.labels) for e in by_model][:2] == [("gru", "adding", {"arch": "gru", "data": "adding"}),
+                                                                   ("gru", "copy", {"arch": "gru", "data": "copy"})]
+
+
+def test_means_reports_spread_per_cell():
+    from seqzoo.experiments.claims import means
+
+    res = _kit_results(**{"a@x": [1.0, 1.2], "b@x": 2.0})
+    assert means(res, ("a", "b", "zzz"), where={"task": "x"}) == {"a": 1.1, "b": 2.0}
+    assert means(res, ("a", "b"), where={"task": "x"}, spread="std") == {"a": 1.1, "a_std": 0.1414, "b": 2.0}
+    assert means(res, ("a",), where={"task": "x"}, spread="seeds", digits=1) == {"a": 1.1, "a_seeds": [1.0, 1.2]}

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
-from seqzoo.experiments.claims import compare, threshold
+from seqzoo.experiments.claims import compare, means, threshold
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("cdil", "dil", "tcn", "lstm")
@@ -144,14 +144,7 @@ def ucr_entries(dataset: str, seq_len: int, steps: int) -> list[Entry]:
 # ----- claims --------------------------------------------------------------------------------------------------
 
 def _task_numbers(results: Results, task: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for arch in ARCHS:
-        if results.has(arch=arch, task=task):
-            st = results.stat(arch=arch, task=task)
-            out[arch] = round(st.mean, 4)
-            if st.n > 1:
-                out[f"{arch}_std"] = round(st.std, 4)
-    return out
+    return means(results, ARCHS, where={"task": task}, spread="std")
 
 
 def _check_xor(results: Results) -> ClaimResult:

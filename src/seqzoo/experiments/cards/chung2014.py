@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
-from seqzoo.experiments.claims import beats_baseline, within
+from seqzoo.experiments.claims import beats_baseline, means, within
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("rnn_tanh", "gru", "lstm")
@@ -66,10 +67,9 @@ def matched_hidden(arch: str, target: int = TARGET_PARAMS) -> int:
 
 def _entries(hidden: dict[str, int], train: dict[str, dict[str, Any]],
              task_args: dict[str, dict[str, Any]]) -> list[Entry]:
-    return [Entry(model=arch, task="music", model_args={"d_model": hidden[arch], "encoder": "none"},
-                  task_args={"dataset": ds, **task_args.get(ds, {})}, labels={"arch": arch, "data": ds},
-                  train=dict(train[ds]))
-            for ds in DATASETS for arch in ARCHS]
+    return cross({a: (a, {"d_model": hidden[a], "encoder": "none"}) for a in ARCHS},
+                 {ds: ("music", {"dataset": ds, **task_args.get(ds, {})}) for ds in DATASETS}, task_label="data",
+                 train=lambda a, ds: train[ds])
 
 
 def _matched() -> dict[str, int]:
@@ -80,15 +80,8 @@ def _matched() -> dict[str, int]:
 
 def _cell(results: Results, ds: str) -> dict[str, Any]:
     """Where each model lands on ``ds``: mean (and std) test NLL, the paper's value and the marginal baseline."""
-    out: dict[str, Any] = {"marginal": MARGINAL[ds]}
-    for arch in ARCHS:
-        if results.has(arch=arch, data=ds):
-            st = results.stat(arch=arch, data=ds)
-            out[arch] = round(st.mean, 3)
-            if st.n > 1:
-                out[f"{arch}_std"] = round(st.std, 3)
-            out[f"{arch}_paper"] = PAPER_TEST[ds][arch]
-    return out
+    return {"marginal": MARGINAL[ds], **means(results, ARCHS, where={"data": ds}, digits=3, spread="std"),
+            **{f"{a}_paper": PAPER_TEST[ds][a] for a in ARCHS if results.has(arch=a, data=ds)}}
 
 
 def _gated_beat_tanh(ds: str):

@@ -32,6 +32,7 @@ from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
 from seqzoo.experiments.claims import all_held, compare, means
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 TASKS = ("denoise", "copy")
@@ -45,9 +46,9 @@ METRIC = "cross_entropy"
 
 def _entries(hidden: int, lengths: dict[str, int], n_eval: int, models: tuple[str, ...] = SMALL_MODELS,
              tasks: tuple[str, ...] = TASKS) -> list[Entry]:
-    return [Entry(model=m, task=t, model_args={"d_model": hidden},
-                  task_args={"seq_len": lengths[t], "n_valid": n_eval, "n_test": n_eval},
-                  labels={"arch": m, "task": t}) for m in models for t in tasks]
+    return cross({m: (m, {"d_model": hidden}) for m in models},
+                 {t: (t, {"seq_len": lengths[t], "n_valid": n_eval, "n_test": n_eval}) for t in tasks},
+                 tasks_outer=False)
 
 
 # ----- numbers read from a run directory ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
 from seqzoo.experiments.claims import threshold
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 TASKS = ("cfl-marked-reversal", "cfl-unmarked-reversal", "cfl-padded-reversal", "cfl-dyck", "cfl-hardest")
@@ -42,8 +43,8 @@ def _entries(hidden: int, lengths: tuple[int, int, int, int], n_valid: int, n_te
     lo, hi, tlo, thi = lengths
     task_args = {"min_length": lo, "max_length": hi, "test_min_length": tlo, "test_max_length": thi,
                  "n_valid": n_valid, "n_test_per_length": n_test}
-    return [Entry(model=_PRESET[m], task=t, model_args=_model_args(m, t, hidden), task_args=dict(task_args),
-                  labels={"arch": m, "task": t}) for t in tasks for m in models]
+    return cross({m: lambda t, m=m: (_PRESET[m], _model_args(m, t, hidden)) for m in models},
+                 {t: (t, task_args) for t in tasks})
 
 
 def _table(results: Results) -> dict[str, float]:

@@ -45,7 +45,8 @@ from typing import Any
 
 from seqzoo.experiments.baselines import task_baseline
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
-from seqzoo.experiments.claims import compare, threshold
+from seqzoo.experiments.claims import compare, means, threshold
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("s5", "lstm", "transformer")
@@ -83,10 +84,8 @@ def model_configs(task: str, s5_width: int = S5_WIDTH, s5_layers: int = S5_LAYER
 def entries(task: str, task_args: dict[str, Any], train: dict[str, Any], s5_train: dict[str, Any],
             **sizes: Any) -> list[Entry]:
     """The three models on one task; ``s5_train`` adds S5-only TrainConfig fields (``ssm_lr``)."""
-    return [Entry(model=preset, task=task, model_args=args, task_args=dict(task_args),
-                  labels={"arch": arch, "task": task},
-                  train={**train, **(s5_train if arch == "s5" else {})})
-            for arch, (preset, args) in model_configs(task, **sizes).items()]
+    return cross(model_configs(task, **sizes), {task: (task, task_args)},
+                 train=lambda arch, _: {**train, **(s5_train if arch == "s5" else {})})
 
 
 # ----- baselines -------------------------------------------------------------------------------------------------
@@ -98,14 +97,7 @@ def baseline(results: Results, task: str) -> float:
 
 
 def _numbers(results: Results, task: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for arch in ARCHS:
-        if results.has(arch=arch, task=task):
-            st = results.stat(METRIC[task], arch=arch, task=task)
-            out[arch] = round(st.mean, 4)
-            if st.n > 1:
-                out[f"{arch}_seeds"] = [round(v, 4) for v in st.values]
-    return out
+    return means(results, ARCHS, where={"task": task}, metric=METRIC[task], spread="seeds")
 
 
 # ----- claims ----------------------------------------------------------------------------------------------------
