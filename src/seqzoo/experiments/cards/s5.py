@@ -200,7 +200,7 @@ CARD = register_experiment(ExperimentCard(
     metric="accuracy",
     split="test",
     scales={
-        "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=20,
+        "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=50,
                       note="plumbing only: adding T=20 and a depth-3 ListOps, 4 steps, width 8."),
         "small": Scale(seeds=(0,), grid=_small_grid, workers=1, expected_seconds=534,
                        note=f"adding T=200: {SMALL_ADDING_STEPS} Adam steps (lr 2e-3, batch 32, no clipping, fresh "
