@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import seqzoo
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Results
 from seqzoo.experiments.cards import batchnorm
 from seqzoo.experiments.registry import get_experiment
@@ -36,10 +37,6 @@ def _results(rows: list[dict]) -> Results:
     return Results.from_records(rows, "accuracy")
 
 
-def _claim(name: str):
-    return next(c for c in get_experiment("batchnorm").claims if c.name == name)
-
-
 def test_registered_and_grid_shape() -> None:
     card = get_experiment("batchnorm")
     small = card.entries("small")
@@ -59,7 +56,7 @@ def test_registered_and_grid_shape() -> None:
 
 @pytest.mark.parametrize("family", batchnorm.FAMILIES)
 def test_fewer_steps_held_not_held_undecided(family: str) -> None:
-    claim = _claim(f"{family}_bn_5x_fewer_steps")
+    claim = testing.claim("batchnorm", f"{family}_bn_5x_fewer_steps")
     out = claim.evaluate(_results(_records(family=family)))
     assert out.held is True and out.numbers["speedup_bn_x5"] == pytest.approx(FULL / 400)
     out = claim.evaluate(_results(_records(plain_final=0.965, family=family)))  # BN-x5 at 400 steps: 0.96 < 0.965
@@ -74,7 +71,7 @@ def test_fewer_steps_held_not_held_undecided(family: str) -> None:
 
 @pytest.mark.parametrize("family", batchnorm.FAMILIES)
 def test_high_lr_held_not_held_undecided(family: str) -> None:
-    claim = _claim(f"{family}_bn_high_lr")
+    claim = testing.claim("batchnorm", f"{family}_bn_high_lr")
     out = claim.evaluate(_results(_records(family=family)))
     assert out.held is True and out.numbers["plain_x10"] == 0.1 and out.numbers["plain_best_lr_x"] == 1
     assert claim.evaluate(_results(_records(bn_hi=0.85, family=family))).held is False  # BN does not train

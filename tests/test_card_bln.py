@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
 from seqzoo.experiments.cards import bln
 from seqzoo.experiments.registry import get_experiment
@@ -25,10 +26,6 @@ def _paper_like() -> dict[tuple[str, int], float | list[float]]:
     return acc
 
 
-def _claim(name: str):
-    return next(c for c in get_experiment("bln").claims if c.name == name)
-
-
 def test_registered_and_grid_shape() -> None:
     card = get_experiment("bln")
     small = card.entries("small")
@@ -47,7 +44,7 @@ def test_registered_and_grid_shape() -> None:
 def test_claims_held_on_paper_like_results() -> None:
     res = _results(_paper_like())
     for name in ("bn_collapses_b1", "bln_trains_b1", "bln_close_to_ln_b1", "bln_ge_ln_b25"):
-        assert _claim(name).evaluate(res).held is True, name
+        assert testing.claim("bln", name).evaluate(res).held is True, name
 
 
 def test_claims_not_held() -> None:
@@ -56,11 +53,11 @@ def test_claims_not_held() -> None:
     acc[("bln", 1)] = [0.12, 0.1]  # BLN collapses
     acc[("bln", 25)] = [0.88, 0.89]  # 2 points below LN
     res = _results(acc)
-    out = _claim("bn_collapses_b1").evaluate(res)
+    out = testing.claim("bln", "bn_collapses_b1").evaluate(res)
     assert out.held is False and out.numbers["bn_B1"] == 0.55
-    assert _claim("bln_trains_b1").evaluate(res).held is False
-    assert _claim("bln_close_to_ln_b1").evaluate(res).held is False
-    out = _claim("bln_ge_ln_b25").evaluate(res)
+    assert testing.claim("bln", "bln_trains_b1").evaluate(res).held is False
+    assert testing.claim("bln", "bln_close_to_ln_b1").evaluate(res).held is False
+    out = testing.claim("bln", "bln_ge_ln_b25").evaluate(res)
     assert out.held is False and out.numbers["gap"] == -0.02
 
 
@@ -69,8 +66,8 @@ def test_tie_tolerance_and_closeness_bounds() -> None:
     acc[("bln", 25)] = [0.901, 0.905]  # 0.2 points below LN's 0.905: within the half-point tie
     acc[("bln", 1)] = [0.80, 0.82]  # 5 points below LN's 0.86: still close
     res = _results(acc)
-    assert _claim("bln_ge_ln_b25").evaluate(res).held is True
-    assert _claim("bln_close_to_ln_b1").evaluate(res).held is True
+    assert testing.claim("bln", "bln_ge_ln_b25").evaluate(res).held is True
+    assert testing.claim("bln", "bln_close_to_ln_b1").evaluate(res).held is True
 
 
 def test_nan_counts_as_collapse_and_as_not_training() -> None:
@@ -78,8 +75,8 @@ def test_nan_counts_as_collapse_and_as_not_training() -> None:
     acc[("bn", 1)] = [math.nan, 0.1]
     acc[("bln", 1)] = [0.85, math.nan]
     res = _results(acc)
-    assert _claim("bn_collapses_b1").evaluate(res).held is True
-    assert _claim("bln_trains_b1").evaluate(res).held is False
+    assert testing.claim("bln", "bn_collapses_b1").evaluate(res).held is True
+    assert testing.claim("bln", "bln_trains_b1").evaluate(res).held is False
 
 
 def test_trained_cell_without_test_result_reads_as_nan() -> None:
@@ -87,15 +84,15 @@ def test_trained_cell_without_test_result_reads_as_nan() -> None:
     hit = res.find(norm="bln", B=1)
     res.entries[res.entries.index(hit)] = EntryResult(Entry("lstm2_bln", "digits", labels=hit.entry.labels),
                                                       {"valid": {METRIC: Stat.of([0.5])}})
-    assert _claim("bln_trains_b1").evaluate(res).held is False
+    assert testing.claim("bln", "bln_trains_b1").evaluate(res).held is False
 
 
 def test_missing_results_are_undecided() -> None:
     res = _results({("ln", 25): 0.9, ("bln", 25): 0.9})
-    assert _claim("bn_collapses_b1").evaluate(res).held is None
-    assert _claim("bln_trains_b1").evaluate(res).held is None
-    assert _claim("bln_close_to_ln_b1").evaluate(res).held is None
-    assert _claim("bln_ge_ln_b25").evaluate(res).held is True
+    assert testing.claim("bln", "bn_collapses_b1").evaluate(res).held is None
+    assert testing.claim("bln", "bln_trains_b1").evaluate(res).held is None
+    assert testing.claim("bln", "bln_close_to_ln_b1").evaluate(res).held is None
+    assert testing.claim("bln", "bln_ge_ln_b25").evaluate(res).held is True
 
 
 def test_tiny_reproduce(tmp_path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Results
 from seqzoo.experiments.cards import chung2014
 from seqzoo.experiments.registry import get_experiment
@@ -34,10 +35,6 @@ def _real_data() -> Path | None:
 
 
 DATA = _real_data()
-
-
-def _claim(name: str):
-    return next(c for c in get_experiment("chung2014").claims if c.name == name)
 
 
 def _results(values: dict[str, dict[str, float | list[float]]]) -> Results:
@@ -85,7 +82,8 @@ def test_small_grid_shape() -> None:
 
 def test_gated_beat_tanh_held_not_held_undecided() -> None:
     vals = _paper_like()
-    jsb, nott = _claim("gated_beat_tanh_jsb"), _claim("gated_beat_tanh_nottingham")
+    jsb = testing.claim("chung2014", "gated_beat_tanh_jsb")
+    nott = testing.claim("chung2014", "gated_beat_tanh_nottingham")
     out = jsb.evaluate(_results(vals))
     assert out.held is True and out.numbers["gru"] == pytest.approx(8.55) and out.numbers["marginal"] == 11.061
     assert nott.evaluate(_results(vals)).held is True
@@ -97,7 +95,7 @@ def test_gated_beat_tanh_held_not_held_undecided() -> None:
 
 
 def test_jsb_near_paper() -> None:
-    claim = _claim("jsb_near_paper")
+    claim = testing.claim("chung2014", "jsb_near_paper")
     out = claim.evaluate(_results(_paper_like()))
     assert out.held is True
     assert out.numbers["gru_minus_paper"] == pytest.approx(0.01) and out.numbers["lstm_paper"] == 8.67
@@ -111,7 +109,7 @@ def test_jsb_near_paper() -> None:
 
 
 def test_below_marginal() -> None:
-    claim = _claim("below_marginal")
+    claim = testing.claim("chung2014", "below_marginal")
     assert claim.evaluate(_results(_paper_like())).held is True
     vals = _paper_like()
     vals["nottingham"]["rnn_tanh"] = 10.3  # above the 10.252 baseline

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
 from seqzoo.experiments.cards import gcnn
 from seqzoo.experiments.latency import lstm_cell_like, stepped_outputs
@@ -28,10 +29,6 @@ def _shared_data() -> Path | None:
 DATA = _shared_data()
 needs_data = pytest.mark.skipif(DATA is None, reason="penn-treebank/ and tiny-shakespeare/ are not present: set "
                                                      "SEQZOO_DATA to the shared data folder")
-
-
-def _claim(name: str):
-    return next(c for c in get_experiment("gcnn").claims if c.name == name)
 
 
 def _results(ppl: dict[tuple[str, str], float], data: str = "ptb", budget_s: float = 240.0) -> Results:
@@ -68,7 +65,7 @@ def test_lstm_matches_gcnn_parameter_count() -> None:
 
 
 def test_activation_order() -> None:
-    claim = _claim("activation_order")
+    claim = testing.claim("gcnn", "activation_order")
     good = {("glu", "steps"): 150.0, ("relu", "steps"): 150.0, ("gtu", "steps"): 160.0, ("tanh", "steps"): 170.0}
     out = claim.evaluate(_results(good))
     assert out.held is True and out.numbers["ppl_glu"] == 150.0
@@ -80,7 +77,7 @@ def test_activation_order() -> None:
 
 
 def test_equal_time() -> None:
-    claim = _claim("gcnn_matches_lstm_at_equal_time")
+    claim = testing.claim("gcnn", "gcnn_matches_lstm_at_equal_time")
     out = claim.evaluate(_results({("glu", "time"): 109.0, ("lstm", "time"): 100.0}))
     assert out.held is True and out.numbers["ratio"] == pytest.approx(1.09) and out.numbers["time_budget_s"] == 240
     out = claim.evaluate(_results({("glu", "time"): 111.0, ("lstm", "time"): 100.0}))

@@ -6,15 +6,12 @@ import math
 
 import pytest
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
 from seqzoo.experiments.cards import nc_gru
 from seqzoo.experiments.registry import get_experiment
 
 MODELS = ("gru", "lstm", "nc_gru")
-
-
-def _claim(name: str):
-    return next(c for c in get_experiment("nc-gru").claims if c.name == name)
 
 
 def _results(cells: dict[tuple[str, str], dict[str, list[float]]]) -> Results:
@@ -82,36 +79,36 @@ def test_registered_and_grid_shape() -> None:
 def test_claims_held() -> None:
     res = _results(_good())
     for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes"):
-        assert _claim(name).evaluate(res).held is True, name
+        assert testing.claim("nc-gru", name).evaluate(res).held is True, name
 
 
 def test_leave_not_held_when_later_or_never() -> None:
     cells = _good()
     cells[("nc_gru", "copy")] = _cell(0.05, 900.0, 4.0)  # later than GRU's 800
-    out = _claim("leaves_baseline_no_later").evaluate(_results(cells))
+    out = testing.claim("nc-gru", "leaves_baseline_no_later").evaluate(_results(cells))
     assert out.held is False and out.numbers["copy"]["nc_gru"] == [900.0, 900.0]
     cells = _good()
     cells[("nc_gru", "denoise")] = {**_cell(0.05, 300.0, 4.0), "left": [1.0, 0.0]}  # one seed never left
-    assert _claim("leaves_baseline_no_later").evaluate(_results(cells)).held is False
+    assert testing.claim("nc-gru", "leaves_baseline_no_later").evaluate(_results(cells)).held is False
 
 
 def test_lower_and_spikes_not_held() -> None:
     cells = _good()
     cells[("nc_gru", "denoise")] = _cell(0.2, 300.0, 4.0)  # ties GRU: not lower
-    assert _claim("ends_lower").evaluate(_results(cells)).held is False
+    assert testing.claim("nc-gru", "ends_lower").evaluate(_results(cells)).held is False
     cells = _good()
     cells[("nc_gru", "copy")] = {**_cell(0.05, 300.0, 4.0), "spike_ratio": [4.0, 12.0]}
-    out = _claim("no_grad_spikes").evaluate(_results(cells))
+    out = testing.claim("nc-gru", "no_grad_spikes").evaluate(_results(cells))
     assert out.held is False and out.numbers["nc_gru_worst_ratio"] == 12.0
 
 
 def test_missing_results_are_undecided() -> None:
     cells = {k: v for k, v in _good().items() if k[1] == "denoise"}  # no copy runs
     for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes"):
-        assert _claim(name).evaluate(_results(cells)).held is None, name
+        assert testing.claim("nc-gru", name).evaluate(_results(cells)).held is None, name
     cells = _good()
     del cells[("gru", "copy")]
-    assert _claim("ends_lower").evaluate(_results(cells)).held is None
+    assert testing.claim("nc-gru", "ends_lower").evaluate(_results(cells)).held is None
 
 
 def test_tiny_reproduce(tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Results
 from seqzoo.experiments.cards import rns_rnn
 from seqzoo.experiments.registry import get_experiment
@@ -20,10 +21,6 @@ def _uniform(rns: float, others: float) -> dict[str, dict[str, float]]:
     return {t: {m: (rns if m == "rns_rnn" else others) for m in rns_rnn.MODELS} for t in rns_rnn.TASKS}
 
 
-def _claim(name: str):
-    return next(c for c in get_experiment("rns-rnn").claims if c.name == name)
-
-
 def test_registered_and_grid_shape() -> None:
     card = get_experiment("rns-rnn")
     small = card.entries("small")
@@ -37,7 +34,7 @@ def test_registered_and_grid_shape() -> None:
 
 
 def test_near_bound_held_and_not_held() -> None:
-    claim = _claim("rns_near_bound")
+    claim = testing.claim("rns-rnn", "rns_near_bound")
     assert claim.evaluate(_results(_uniform(0.05, 0.3))).held is True
     gaps = _uniform(0.05, 0.3)
     gaps["cfl-dyck"]["rns_rnn"] = [0.08, 0.14]  # mean 0.11 > 0.1
@@ -46,7 +43,7 @@ def test_near_bound_held_and_not_held() -> None:
 
 
 def test_lowest_counts_wins() -> None:
-    claim = _claim("rns_lowest")
+    claim = testing.claim("rns-rnn", "rns_lowest")
     assert claim.evaluate(_results(_uniform(0.05, 0.3))).held is True
     gaps = _uniform(0.05, 0.3)
     gaps["cfl-hardest"]["ns_rnn"] = 0.01  # one loss: 4 of 5 still holds
@@ -58,9 +55,9 @@ def test_lowest_counts_wins() -> None:
 
 
 def test_missing_results_are_undecided() -> None:
-    assert _claim("rns_near_bound").evaluate(_results({"cfl-dyck": {"lstm": 0.2}})).held is None
+    assert testing.claim("rns-rnn", "rns_near_bound").evaluate(_results({"cfl-dyck": {"lstm": 0.2}})).held is None
     partial = {t: {"rns_rnn": 0.0, "lstm": 0.1} for t in rns_rnn.TASKS[:2]}
-    assert _claim("rns_lowest").evaluate(_results(partial)).held is None
+    assert testing.claim("rns-rnn", "rns_lowest").evaluate(_results(partial)).held is None
 
 
 def test_tiny_reproduce(tmp_path) -> None:

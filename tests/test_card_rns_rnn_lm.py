@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import EntryResult, Results, Stat
 from seqzoo.experiments.cards import rns_rnn_lm
 from seqzoo.experiments.registry import get_experiment
 
 CARD = get_experiment("rns-rnn-lm")
 UNIGRAM = 196.5
-
-
-def _claim(name: str):
-    return next(c for c in CARD.claims if c.name == name)
 
 
 def _results(ppl: dict[str, float | list[float]], scale: str = "small") -> Results:
@@ -66,7 +63,7 @@ def test_parameter_count_matches_built_model() -> None:
 
 
 def test_rns_lower_held_and_not_held(unigram) -> None:
-    claim = _claim("rns_lower_perplexity")
+    claim = testing.claim("rns-rnn-lm", "rns_lower_perplexity")
     out = claim.evaluate(_results({"rns": [120.0, 122.0], "lstm": [125.0, 127.0]}))
     assert out.held is True
     assert out.numbers["difference"] == pytest.approx(-5.0)
@@ -80,28 +77,28 @@ def test_rns_lower_held_and_not_held(unigram) -> None:
 
 
 def test_beat_unigram_held_and_not_held(unigram) -> None:
-    claim = _claim("both_beat_unigram")
+    claim = testing.claim("rns-rnn-lm", "both_beat_unigram")
     assert claim.evaluate(_results({"rns": 120.0, "lstm": 125.0})).held is True
     out = claim.evaluate(_results({"rns": 120.0, "lstm": 200.0}))
     assert out.held is False and out.numbers["lstm_test_ppl"] == 200.0
 
 
 def test_missing_results_are_undecided(monkeypatch) -> None:
-    assert _claim("rns_lower_perplexity").evaluate(_results({"rns": 120.0})).held is None
-    assert _claim("both_beat_unigram").evaluate(_results({"lstm": 120.0})).held is None
+    assert testing.claim("rns-rnn-lm", "rns_lower_perplexity").evaluate(_results({"rns": 120.0})).held is None
+    assert testing.claim("rns-rnn-lm", "both_beat_unigram").evaluate(_results({"lstm": 120.0})).held is None
 
     def no_corpus(task_args, split="test"):
         raise FileNotFoundError("no PTB here")
 
     monkeypatch.setattr(rns_rnn_lm, "unigram_perplexity", no_corpus)
     both = _results({"rns": 120.0, "lstm": 125.0})
-    assert _claim("both_beat_unigram").evaluate(both).held is None  # no baseline: undecided
-    out = _claim("rns_lower_perplexity").evaluate(both)
+    assert testing.claim("rns-rnn-lm", "both_beat_unigram").evaluate(both).held is None  # no baseline: undecided
+    out = testing.claim("rns-rnn-lm", "rns_lower_perplexity").evaluate(both)
     assert out.held is True and out.numbers["unigram_test_ppl"] is None
     # plain records (no task arguments): no baseline, no parameter counts, the main claim still decided
     plain = Results.from_records([{"arch": "rns", "perplexity": 1.0}, {"arch": "lstm", "perplexity": 2.0}],
                                  "perplexity")
-    out = _claim("rns_lower_perplexity").evaluate(plain)
+    out = testing.claim("rns-rnn-lm", "rns_lower_perplexity").evaluate(plain)
     assert out.held is True and "rns_params" not in out.numbers
 
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
 from seqzoo.experiments.cards import s5
 from seqzoo.experiments.registry import get_experiment
 from seqzoo.models import create_model
 
 ADDING_BASE = 1.0 / 6.0
-
-
-def _claim(name: str):
-    return next(c for c in get_experiment("s5").claims if c.name == name)
 
 
 def _results(adding: dict[str, float | list[float]], listops: dict[str, float | list[float]]) -> Results:
@@ -62,7 +59,7 @@ def test_grid_shape() -> None:
 
 
 def test_adding_claims() -> None:
-    leaves, stays = _claim("s5_leaves_adding_plateau"), _claim("lstm_stays_on_adding_plateau")
+    leaves, stays = testing.claim("s5", "s5_leaves_adding_plateau"), testing.claim("s5", "lstm_stays_on_adding_plateau")
     good = _results({"s5": 0.01, "lstm": 0.17, "transformer": 0.16}, {})
     out = leaves.evaluate(good)
     assert out.held is True and out.numbers["baseline"] == pytest.approx(ADDING_BASE, abs=1e-4)
@@ -79,7 +76,7 @@ def test_adding_claims() -> None:
 
 
 def test_listops_claims() -> None:
-    majority, beats = _claim("s5_beats_listops_majority"), _claim("s5_beats_lstm_on_listops")
+    majority, beats = testing.claim("s5", "s5_beats_listops_majority"), testing.claim("s5", "s5_beats_lstm_on_listops")
     base = s5.baseline(_results({}, {"s5": 0.5}), "listops")
     assert base == pytest.approx(0.123, abs=0.002)  # spec §6.6 mini setting, measured: 12.3%
     good = _results({}, {"s5": base + 0.15, "lstm": base + 0.05, "transformer": base})

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import seqzoo
+from seqzoo.experiments import testing
 from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
 from seqzoo.experiments.cards import sr_rnn
 from seqzoo.experiments.registry import get_experiment
@@ -16,10 +17,6 @@ from seqzoo.models import save_model
 from seqzoo.tasks import create_task
 
 CARD = get_experiment("sr-rnn")
-
-
-def _claim(name: str):
-    return next(c for c in CARD.claims if c.name == name)
 
 
 def _tomita(arch: str, states: list[int], agreement: list[float]) -> EntryResult:
@@ -63,7 +60,7 @@ def test_registered_and_grid_shape() -> None:
 @pytest.mark.parametrize("arch", ["sr_gru_soft", "sr_gru_sampled"])
 def test_dfa_claim_held_not_held_undecided(arch: str) -> None:
     name = "tomita4_dfa_soft" if arch == "sr_gru_soft" else "tomita4_dfa_sampled"
-    claim = _claim(name)
+    claim = testing.claim("sr-rnn", name)
     out = claim.evaluate(_results(_tomita(arch, [4, 4, 4], [1.0, 0.995, 0.99])))
     assert out.held is True and out.numbers["states"] == [4, 4, 4]
     out = claim.evaluate(_results(_tomita(arch, [4, 5, 4], [1.0, 1.0, 1.0])))  # one seed has 5 states
@@ -75,7 +72,7 @@ def test_dfa_claim_held_not_held_undecided(arch: str) -> None:
 
 
 def test_bp_claim() -> None:
-    claim = _claim("bp_sr_lstm_p_ge_lstm")
+    claim = testing.claim("sr-rnn", "bp_sr_lstm_p_ge_lstm")
     assert claim.evaluate(_results(_bp("lstm", [0.9, 0.92]), _bp("sr_lstm_p", [0.91, 0.91]))).held is True
     out = claim.evaluate(_results(_bp("lstm", [0.95, 0.97]), _bp("sr_lstm_p", [0.9, 0.96])))
     assert out.held is False and out.numbers["sr_lstm_p"] == pytest.approx(0.93) and out.numbers["lstm"] == 0.96

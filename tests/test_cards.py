@@ -41,7 +41,7 @@ def test_recurrent_bn_claims_on_fabricated_results() -> None:
     out = {c.name: r for c, r in card.evaluate(results)}
     assert out["bn_converges_faster"].held is False and out["bn_at_least_as_accurate"].held is True
     assert out["bn_converges_faster"].numbers["mnist14_lstm_bn_early"] == 0.3
-    assert "mnist14: early BN-LSTM 0.3000" in out["bn_converges_faster"].detail
+    assert "data=mnist14: lstm_bn 0.3 vs lstm 0.5" in out["bn_converges_faster"].detail
     assert {c.name: r.held for c, r in card.evaluate(card_module.Results([], "accuracy"))} == dict.fromkeys(verdicts)
 
 

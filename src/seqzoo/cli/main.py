@@ -60,13 +60,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append([name, kind, desc])
         print(_table(rows, ["task", "kind, metric", "description"]))
     else:
-        from seqzoo.experiments import get_experiment, list_experiments
+        from seqzoo.experiments.catalog import describe_all, format_experiments
 
-        rows = []
-        for name in list_experiments(args.pattern):
-            card = get_experiment(name)
-            rows.append([name, ",".join(card.scales), f"{card.title} — {card.paper}"])
-        print(_table(rows, ["experiment", "scales", "title — paper"]))
+        if getattr(args, "json", False):
+            print(json.dumps(describe_all(args.pattern), indent=1))
+        else:
+            print(format_experiments(args.pattern))
     return 0
 
 
@@ -173,6 +172,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+class _ReproduceHelp(argparse.Action):
+    """``reproduce --help``: the help with every card's expected wall time (cards load only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 option_string: object = None) -> None:
+        from seqzoo.experiments.catalog import expected_times
+
+        parser.epilog = expected_times()
+        parser.print_help()
+        parser.exit()
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from seqzoo.experiments.report import render_report
 
@@ -230,9 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="speed harness (arguments go to seqzoo.experiments.bench)", add_help=False)
 
-    sp = sub.add_parser("reproduce", help="run an experiment card and check its claims")
-    sp.add_argument("name")
-    sp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    sp = sub.add_parser("reproduce", help="run an experiment card and check its claims", add_help=False,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train a card's grid at one scale and judge its claims (`seqzoo list "
+                                    "experiments` shows the cards). At scale tiny the verdicts only check the "
+                                    "plumbing; they are not results.")
+    sp.add_argument("-h", "--help", action=_ReproduceHelp, help="show this help (with expected times) and exit")
+    sp.add_argument("name", help="experiment card (see `seqzoo list experiments`)")
+    sp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"],
+                    help="tiny: plumbing check in seconds; small: the measured reproduction (default: small)")
     sp.add_argument("--out", default="runs")
     sp.add_argument("--workers", type=int, default=None, help="parallel runs (default: the card's setting)")
     sp.add_argument("--executor", default="local", choices=["local", "ray"])
@@ -242,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("report", help="render every card with results to Markdown with plots")
     sp.add_argument("--out", default="runs", help="folder holding index.sqlite")
-    sp.add_argument("--output", default="docs/results.md")
+    sp.add_argument("--output", default=None, help="Markdown page to write (default: <out>/results.md)")
     sp.set_defaults(func=cmd_report)
     return p
 

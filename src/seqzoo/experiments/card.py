@@ -19,6 +19,20 @@ from typing import Any
 from seqzoo.registry_utils import unknown_message
 
 SCALES = ("tiny", "small", "paper")
+# The one quiet training setting of every card run: no per-run progress bar (``reproduce`` shows one for the
+# grid) and no TensorBoard files. ``Scale`` puts it under its own ``train`` fields, so a card never repeats it.
+QUIET = {"progress": False, "tensorboard": False}
+# At this scale the runs are a few steps long: their verdicts check the plumbing, they are not results.
+PLUMBING_SCALE = "tiny"
+PLUMBING_VERDICT = "tiny: not a result"
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``9 min``, ``1 h 25 min``: a wall time as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _fmt_label(value: Any) -> str:
@@ -63,13 +77,26 @@ class Scale:
 
     ``grid`` may be a list of entries or a zero-argument function that builds them (large grids are
     built only when asked for). ``workers`` is the default process count for ``reproduce``.
+    ``expected_seconds`` is the measured wall time of the whole scale on 2 cores (None: never run);
+    ``reproduce`` prints it before it starts. ``QUIET`` is put under ``train``.
     """
 
-    train: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     grid: Sequence[Entry] | Callable[[], Sequence[Entry]] | None = None
     workers: int = 1
     note: str = ""
+    expected_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self.train = {**QUIET, **self.train}
+
+    @property
+    def expected(self) -> str:
+        """The expected wall time as text (``"about 9 min on 2 cores"``; ``"not measured"`` when unknown)."""
+        if self.expected_seconds is None:
+            return "not measured"
+        return f"about {format_duration(self.expected_seconds)} on 2 cores"
 
 
 @dataclass
@@ -83,6 +110,10 @@ class ClaimResult:
     @property
     def verdict(self) -> str:
         return "UNDECIDED" if self.held is None else ("HELD" if self.held else "NOT HELD")
+
+    def shown_verdict(self, scale: str) -> str:
+        """The verdict as printed: at the plumbing scale it is not a result (``tiny: not a result (HELD)``)."""
+        return f"{PLUMBING_VERDICT} ({self.verdict})" if scale == PLUMBING_SCALE else self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {"held": self.held, "verdict": self.verdict, "numbers": self.numbers, "detail": self.detail}
@@ -164,6 +195,18 @@ class ExperimentCard:
         return {"name": self.name, "title": self.title, "paper": self.paper, "description": self.description,
                 "metric": self.metric, "scales": list(self.scales), "claims": [c.name for c in self.claims]}
 
+    def describe(self) -> dict[str, Any]:
+        """What ``seqzoo list experiments`` shows: claims (short names), models, tasks, and per scale the number
+        of runs and the expected wall time. Builds the tiny and small grids (no training, no data read); the
+        paper scale's run count is left out (its grids can be large and are defined, not run)."""
+        grid = self.entries("small" if "small" in self.scales else None)
+        return {"name": self.name, "title": self.title, "claims": [c.name for c in self.claims],
+                "models": sorted({e.model for e in grid}), "tasks": sorted({e.task for e in grid}),
+                "scales": {name: {"runs": None if name == "paper" else len(self.entries(name)) * len(sc.seeds),
+                                  "seeds": len(sc.seeds), "expected_seconds": sc.expected_seconds,
+                                  "expected": sc.expected}
+                           for name, sc in self.scales.items()}}
+
 
 # ----------------------------------------------------------------------------------------------
 # aggregated results
@@ -244,6 +287,11 @@ class Results:
 
     def mean(self, metric: str | None = None, split: str | None = None, **labels: Any) -> float:
         return self.stat(metric, split, **labels).mean
+
+    def get(self, metric: str | None = None, split: str | None = None, **labels: Any) -> Stat | None:
+        """The Stat of a cell, or None when the cell or its metric is absent (for plots, which skip gaps)."""
+        hit = self.find(**labels)
+        return None if hit is None else hit.metrics.get(split or self.split, {}).get(metric or self.metric)
 
     def has(self, **labels: Any) -> bool:
         return self.find(**labels) is not None

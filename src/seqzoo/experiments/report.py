@@ -14,12 +14,14 @@ from pathlib import Path
 from seqzoo.experiments.registry import get_experiment, list_experiments
 
 
-def render_report(out: str | Path = "runs", output: str | Path = "docs/results.md",
+def render_report(out: str | Path = "runs", output: str | Path | None = None,
                   echo: Callable[[str], None] | None = None) -> Path:
-    """Write ``output`` (Markdown) and its plots into ``<output without suffix>/``; return the page path."""
+    """Write ``output`` (Markdown; default ``<out>/results.md``, inside the run folder) and its plots into
+    ``<output without suffix>/``; return the page path."""
     from seqzoo.experiments.runner import Report, collect, write_outputs
 
-    out, output = Path(out), Path(output)
+    out = Path(out)
+    output = out / "results.md" if output is None else Path(output)
     index_path = out / "index.sqlite"
     if not index_path.exists():
         raise FileNotFoundError(f"no run index at {index_path}; run `seqzoo reproduce NAME --out {out}` first")
@@ -38,7 +40,7 @@ def render_report(out: str | Path = "runs", output: str | Path = "docs/results.m
             write_outputs(report, report.out_dir)
             sections.append(report.to_markdown(image_dir=output.parent, heading="##"))
             for claim, res in report.claims:
-                verdict_rows.append(f"| {name} | {scale} | {claim.name} | {res.verdict} |")
+                verdict_rows.append(f"| {name} | {scale} | {claim.name} | {res.shown_verdict(scale)} |")
             if echo:
                 echo(f"{name} / {scale}: {len(results.entries)} entries, {runs} runs")
     if not sections:

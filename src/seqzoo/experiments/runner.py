@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -22,7 +23,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from seqzoo.experiments.card import Claim, ClaimResult, Entry, EntryResult, ExperimentCard, Results, Stat
+from seqzoo.errors import ConfigError
+from seqzoo.experiments.card import (
+    PLUMBING_SCALE,
+    Claim,
+    ClaimResult,
+    Entry,
+    EntryResult,
+    ExperimentCard,
+    Results,
+    Stat,
+    format_duration,
+)
 from seqzoo.experiments.registry import get_experiment
 
 EXECUTORS = ("local", "ray")
@@ -160,12 +172,18 @@ def _run_local(payloads: list[dict], workers: int, on_done: OnDone) -> None:
             raise
 
 
-def _run_ray(payloads: list[dict], workers: int, on_done: OnDone) -> None:
-    """Run payloads as Ray tasks (one CPU each; the cluster decides the parallelism, ``workers`` is unused)."""
+def _require_ray():
+    """The ``ray`` module, or a one-line ConfigError saying how to get it (checked before any work starts)."""
     try:
         import ray
     except ImportError:
-        raise RuntimeError("executor 'ray' needs Ray: pip install 'seqzoo[ray]' (or use --executor local)") from None
+        raise ConfigError("executor 'ray' needs Ray: pip install 'seqzoo[ray]' (or use --executor local)") from None
+    return ray
+
+
+def _run_ray(payloads: list[dict], workers: int, on_done: OnDone) -> None:
+    """Run payloads as Ray tasks (one CPU each; the cluster decides the parallelism, ``workers`` is unused)."""
+    ray = _require_ray()
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(run_payload)
@@ -260,8 +278,11 @@ class Report:
 
     def format_claims(self) -> str:
         lines = []
+        if self.scale == PLUMBING_SCALE:
+            lines.append(f"scale {self.scale!r} checks the plumbing (a few steps per run): the verdicts below are "
+                         "not results")
         for claim, res in self.claims:
-            lines.append(f"[{res.verdict}] {claim.name}: {claim.text}")
+            lines.append(f"[{res.shown_verdict(self.scale)}] {claim.name}: {claim.text}")
             if res.numbers:
                 lines.append("    numbers: " + json.dumps(res.numbers, default=str))
             if res.detail:
@@ -273,6 +294,7 @@ class Report:
         return {
             "experiment": self.card.name, "title": self.card.title, "paper": self.card.paper,
             "description": self.card.description, "scale": self.scale, "scale_note": sc.note,
+            "plumbing_only": self.scale == PLUMBING_SCALE, "expected_seconds": sc.expected_seconds,
             "seeds": list(sc.seeds), "train": sc.train, "metric": self.card.metric, "split": self.card.split,
             "claims": [{"name": c.name, "text": c.text, **r.to_dict()} for c, r in self.claims],
             "results": self.results.to_dict(),
@@ -294,7 +316,7 @@ class Report:
                  f"{heading}# Claims", "", "| claim | verdict | numbers |", "|---|---|---|"]
         for claim, res in self.claims:
             nums = ", ".join(f"{k}={v}" for k, v in res.numbers.items()).replace("|", "/")
-            lines.append(f"| **{claim.name}**: {claim.text} | {res.verdict} | {nums} |")
+            lines.append(f"| **{claim.name}**: {claim.text} | {res.shown_verdict(self.scale)} | {nums} |")
         lines += [""] + [f"- `{c.name}`: {r.detail}" for c, r in self.claims if r.detail] + [""]
         for key, path in self.files.items():
             if key.startswith("plot:"):
@@ -357,6 +379,8 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
     workers = card.scale(scale).workers if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if executor == "ray":
+        _require_ray()
     try:
         import seqzoo.training  # noqa: F401
     except ImportError as exc:
@@ -372,7 +396,8 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
     todo = [j for j in jobs if j.key not in done_keys]
     say = echo or (lambda s: None)
     say(f"{card.name} / {scale}: {len(jobs)} runs ({len(jobs) - len(todo)} already in {index_path}), "
-        f"{len(todo)} to train with {workers} worker(s) [{executor}]")
+        f"{len(todo)} to train with {workers} worker(s) [{executor}]; expected wall time of the whole scale: "
+        f"{card.scale(scale).expected}")
     failures: list[str] = []
     if todo:
         bar = _progress_bar(len(todo), f"{card.name}/{scale}", progress)
@@ -436,11 +461,64 @@ class _NullBar:
         pass
 
 
+class _LogProgress(_NullBar):
+    """Progress for logs (stderr is not a terminal): a plain line every ``interval`` seconds and at the end.
+
+    ``<desc>: 3/18 runs done, elapsed 2 min, ETA 8 min (last: <entry> s0)``; no carriage returns.
+    """
+
+    def __init__(self, total: int, desc: str, interval: float = 60.0, stream: Any = None) -> None:
+        self.total, self.desc, self.done, self.last = total, desc, 0, ""
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._tick, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        eta = format_duration(elapsed / self.done * (self.total - self.done)) if self.done else "unknown"
+        last = f" (last: {self.last})" if self.last else ""
+        return (f"{self.desc}: {self.done}/{self.total} runs done, elapsed {format_duration(elapsed)}, "
+                f"ETA {eta}{last}")
+
+    def _emit(self) -> None:
+        with self._lock:
+            print(self.line(), file=self.stream, flush=True)
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._emit()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
+        self.last = s.removeprefix("last: ")
+
+    def write(self, s: str) -> None:
+        with self._lock:
+            print(s, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._emit()
+
+
+LOG_INTERVAL = 60.0  # seconds between the plain progress lines written off a terminal
+
+
 def _progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on a terminal, a periodic plain log line off one (pipes, nohup, CI), nothing when disabled."""
+    interval = LOG_INTERVAL
     if not enabled:
         return _NullBar()
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return _LogProgress(total, desc, interval)
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is in the train extra
-        return _NullBar()
+        return _LogProgress(total, desc, interval)
     return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)

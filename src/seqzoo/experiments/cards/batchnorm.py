@@ -137,49 +137,30 @@ def _check_high_lr(family: str):
 
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, curves, panels, save
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(8.0, 6.0))
-    styles = {(False, 1): ("#999999", "plain, lr0"), (True, 1): ("#4c72b0", "BN, lr0"),
-              (True, 5): ("#dd8452", "BN, 5*lr0")}
+    fig, axes = panels(2, rows=2, width=4.0, height=3.0)
+    styles = {(False, 1): "plain, lr0", (True, 1): "BN, lr0", (True, 5): "BN, 5*lr0"}
     for col, family in enumerate(FAMILIES):
-        ax = axes[0, col]
-        for (bn, m), (color, label) in styles.items():
+        def curve(bn: bool, m: float, family: str = family) -> tuple[list[int], list]:
             steps = results.label_values("steps", arch=arch(family, bn), lr_x=m)
-            if steps:
-                ax.plot(steps, [results.mean(arch=arch(family, bn), lr_x=m, steps=n) for n in steps], "o-",
-                        color=color, label=label)
-        if results.has(arch=family, lr_x=1, steps=_max_steps(results, family)):
-            ax.axhline(results.mean(arch=family, lr_x=1, steps=_max_steps(results, family)), color="#999999",
-                       ls="--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_title(f"{family}: test accuracy vs step budget")
-        ax.set_xlabel("training steps")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        _legend(ax)
-        ax = axes[1, col]
+            return steps, [results.get(arch=arch(family, bn), lr_x=m, steps=n) for n in steps]
+
         full = _max_steps(results, family)
-        for bn, color in ((False, "#999999"), (True, "#4c72b0")):
+        final = results.get(arch=family, lr_x=1, steps=full)
+        curves(axes[col], {label: curve(bn, m) for (bn, m), label in styles.items()},
+               colors={"plain, lr0": "#999999", "BN, lr0": "#4c72b0", "BN, 5*lr0": "#dd8452"},
+               refs=[Ref(final.mean, style="--", color="#999999")] if final else [], log_x=True,
+               title=f"{family}: test accuracy vs step budget", xlabel="training steps", ylabel="test accuracy")
+        by_lr = {}
+        for bn, name in ((False, "plain"), (True, "BN")):
             ms = results.label_values("lr_x", arch=arch(family, bn), steps=full)
-            if ms:
-                ax.plot([LR0[family] * m for m in ms],
-                        [results.mean(arch=arch(family, bn), lr_x=m, steps=full) for m in ms], "o-", color=color,
-                        label="BN" if bn else "plain")
-        ax.set_xscale("log")
-        ax.set_title(f"{family}: final test accuracy vs learning rate")
-        ax.set_xlabel("SGD learning rate")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    fig.tight_layout()
-    _save(fig, plt, path)
-
-
-def _legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:  # a family without results leaves its panels empty
-        ax.legend(fontsize=7)
+            by_lr[name] = ([LR0[family] * m for m in ms], [results.get(arch=arch(family, bn), lr_x=m, steps=full)
+                                                          for m in ms])
+        curves(axes[2 + col], by_lr, colors={"plain": "#999999", "BN": "#4c72b0"}, log_x=True,
+               title=f"{family}: final test accuracy vs learning rate", xlabel="SGD learning rate",
+               ylabel="test accuracy")
+    save(fig, path)
 
 
 def _max_steps(results: Results, family: str) -> int:
@@ -187,8 +168,7 @@ def _max_steps(results: Results, family: str) -> int:
     return max(steps) if steps else -1
 
 
-_QUIET = {"progress": False, "tensorboard": False}
-_SGD = {"batch_size": 60, "optimizer": "sgd", "momentum": 0.0, "clip_norm": None, "schedule": "constant", **_QUIET}
+_SGD = {"batch_size": 60, "optimizer": "sgd", "momentum": 0.0, "clip_norm": None, "schedule": "constant"}
 
 CARD = register_experiment(ExperimentCard(
     name="batchnorm",
@@ -205,8 +185,8 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(train={**_SGD, "batch_size": 16},
                       grid=lambda: _entries(10, {"mlp": 8}, (1, 5, 10), (Fraction(1, 5), Fraction(1)), ("mlp",),
                                             ((True, 5),)),
-                      note="plumbing only: the MLP with 8 units, 2 and 10 steps"),
-        "small": Scale(train=_SGD, seeds=(0, 1, 2), grid=lambda: _entries(2000), workers=1,
+                      note="plumbing only: the MLP with 8 units, 2 and 10 steps", expected_seconds=20),
+        "small": Scale(train=_SGD, seeds=(0, 1, 2), grid=lambda: _entries(2000), workers=1, expected_seconds=316,
                        note="MLP 3x100 sigmoid and CNN 16/32 ch; SGD batch 60, 2,000 steps (100 epochs of 1,197 "
                             "digits), lr0 = 2.0 (MLP) / 0.1 (CNN) from a one-seed pilot; 3 seeds."),
         "paper": Scale(train=_SGD, seeds=(0, 1, 2), grid=None, workers=2,

@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import compare, within
 from seqzoo.experiments.registry import register_experiment
 
 NORMS = ("bn", "ln", "bln")
@@ -89,52 +90,29 @@ def _check_bln_trains(results: Results) -> ClaimResult:
 
 
 def _check_bln_close_to_ln_b1(results: Results) -> ClaimResult:
-    bln, ln = results.stat(norm="bln", B=1), results.stat(norm="ln", B=1)
-    gap = bln.mean - ln.mean
-    held = math.isfinite(gap) and abs(gap) <= CLOSE
-    return ClaimResult(held, {"bln_B1": round(bln.mean, 4), "ln_B1": round(ln.mean, 4), "gap": round(gap, 4)},
-                       f"batch 1: BLN {bln} vs LN {ln} (held if |BLN − LN| <= {CLOSE})")
+    bln, ln = results.mean(norm="bln", B=1), results.mean(norm="ln", B=1)
+    return within(results, {"bln": ln}, CLOSE, where={"B": 1}, label="norm", what="LN",
+                  numbers={"bln_B1": round(bln, 4), "ln_B1": round(ln, 4), "gap": round(bln - ln, 4)})
 
 
 def _check_bln_ge_ln_b25(results: Results) -> ClaimResult:
-    bln, ln = results.stat(norm="bln", B=25), results.stat(norm="ln", B=25)
-    held = math.isfinite(bln.mean) and math.isfinite(ln.mean) and bln.mean >= ln.mean - TIE
-    return ClaimResult(held, {"bln_B25": round(bln.mean, 4), "ln_B25": round(ln.mean, 4),
-                              "gap": round(bln.mean - ln.mean, 4)},
-                       f"batch 25: BLN {bln} vs LN {ln} (held if BLN >= LN − {TIE})")
+    bln, ln = results.mean(norm="bln", B=25), results.mean(norm="ln", B=25)
+    return compare(results, "bln", "ln", ">=", where={"B": 25}, label="norm", slack=-TIE,
+                   numbers={"bln_B25": round(bln, 4), "ln_B25": round(ln, 4), "gap": round(bln - ln, 4)})
 
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, curves, panels, save
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 3.3))
-    for n, color, off in zip(NORMS, ("#c44e52", "#4c72b0", "#55a868"), (-0.04, 0.0, 0.04)):
-        xs, ys, es = [], [], []
-        for b in BATCH_SIZES:
-            if results.has(norm=n, B=b) and results.find(norm=n, B=b).metrics.get(results.split):
-                s = results.stat(norm=n, B=b)
-                xs.append(b * 10 ** off)
-                ys.append(s.mean)
-                es.append(s.std if math.isfinite(s.std) else 0.0)
-        ax.errorbar(xs, ys, yerr=es, fmt="o-", color=color, label=n.upper(), capsize=3)
-    ax.axhline(CHANCE, color="gray", lw=0.8, ls=":", label="chance")
-    ax.axhline(COLLAPSE, color="black", lw=0.8, ls="--", label="collapse threshold")
-    ax.set_xscale("log")
-    ax.set_xticks(list(BATCH_SIZES))
-    ax.set_xticklabels([str(b) for b in BATCH_SIZES])
-    ax.set_xlabel("training batch size")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("digits (8 rows × 8), LSTM → Norm → LSTM → Norm")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, plt, path)
+    fig, (ax,) = panels(1, width=4.8)
+    curves(ax, {n.upper(): (BATCH_SIZES, [results.get(norm=n, B=b) for b in BATCH_SIZES]) for n in NORMS},
+           refs=[Ref(CHANCE, "chance", ":", "gray"), Ref(COLLAPSE, "collapse threshold")], log_x=True, ylim=(0, 1),
+           xlabel="training batch size", ylabel="test accuracy", title="digits (8 rows × 8), LSTM → Norm → LSTM → Norm")
+    ax.set_xticks(list(BATCH_SIZES), [str(b) for b in BATCH_SIZES])
+    save(fig, path)
 
 
-_QUIET = {"progress": False, "tensorboard": False}
-_TRAIN = {"optimizer": "adam", "lr": 3e-3, "clip_norm": None, "eval_batch_size": 300, "log_every": 50, **_QUIET}
+_TRAIN = {"optimizer": "adam", "lr": 3e-3, "clip_norm": None, "eval_batch_size": 300, "log_every": 50}
 
 CARD = register_experiment(ExperimentCard(
     name="bln",
@@ -147,8 +125,8 @@ CARD = register_experiment(ExperimentCard(
     split="test",
     scales={
         "tiny": Scale(train={**_TRAIN, "log_every": 1}, grid=lambda: _entries(8, 1, max_steps=3),
-                      note="plumbing only: hidden 8, a few steps per batch size"),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=lambda: _entries(64, 10), workers=1,
+                      note="plumbing only: hidden 8, a few steps per batch size", expected_seconds=30),
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=lambda: _entries(64, 10), workers=1, expected_seconds=1445,
                        note="the spec's small reproduction (§4.4) on digits rows: two 64-unit LSTM layers (spec: 64 "
                             "then 32), a norm after each, Adam 3e-3, no clipping, 10 epochs at batch 1, 4 and 25 "
                             "(11,970 / 2,990 / 470 steps), evaluation every epoch, test at the best-validation "

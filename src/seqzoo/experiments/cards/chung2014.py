@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import beats_baseline, means, within
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("rnn_tanh", "gru", "lstm")
@@ -65,10 +67,9 @@ def matched_hidden(arch: str, target: int = TARGET_PARAMS) -> int:
 
 def _entries(hidden: dict[str, int], train: dict[str, dict[str, Any]],
              task_args: dict[str, dict[str, Any]]) -> list[Entry]:
-    return [Entry(model=arch, task="music", model_args={"d_model": hidden[arch], "encoder": "none"},
-                  task_args={"dataset": ds, **task_args.get(ds, {})}, labels={"arch": arch, "data": ds},
-                  train=dict(train[ds]))
-            for ds in DATASETS for arch in ARCHS]
+    return cross({a: (a, {"d_model": hidden[a], "encoder": "none"}) for a in ARCHS},
+                 {ds: ("music", {"dataset": ds, **task_args.get(ds, {})}) for ds in DATASETS}, task_label="data",
+                 train=lambda a, ds: train[ds])
 
 
 def _matched() -> dict[str, int]:
@@ -79,87 +80,57 @@ def _matched() -> dict[str, int]:
 
 def _cell(results: Results, ds: str) -> dict[str, Any]:
     """Where each model lands on ``ds``: mean (and std) test NLL, the paper's value and the marginal baseline."""
-    out: dict[str, Any] = {"marginal": MARGINAL[ds]}
-    for arch in ARCHS:
-        if results.has(arch=arch, data=ds):
-            st = results.stat(arch=arch, data=ds)
-            out[arch] = round(st.mean, 3)
-            if st.n > 1:
-                out[f"{arch}_std"] = round(st.std, 3)
-            out[f"{arch}_paper"] = PAPER_TEST[ds][arch]
-    return out
+    return {"marginal": MARGINAL[ds], **means(results, ARCHS, where={"data": ds}, digits=3, spread="std"),
+            **{f"{a}_paper": PAPER_TEST[ds][a] for a in ARCHS if results.has(arch=a, data=ds)}}
 
 
 def _gated_beat_tanh(ds: str):
     def check(results: Results) -> ClaimResult:
-        tanh = results.stat(arch="rnn_tanh", data=ds)
-        gated = {a: results.stat(arch=a, data=ds) for a in GATED}
-        held = all(s.mean < tanh.mean for s in gated.values())
-        text = ", ".join(f"{a} {s}" for a, s in gated.items())
-        return ClaimResult(held, _cell(results, ds),
-                           f"{ds} test NLL: {text} vs tanh {tanh} (marginal baseline {MARGINAL[ds]}; paper "
-                           f"{PAPER_TEST[ds]}); held if both gated means are below tanh's")
+        return beats_baseline(results, GATED, results.mean(arch="rnn_tanh", data=ds), op="<", where={"data": ds},
+                              what="tanh RNN", numbers=_cell(results, ds))
     return check
 
 
 def _check_jsb_near_paper(results: Results) -> ClaimResult:
-    stats = {a: results.stat(arch=a, data="jsb") for a in GATED}
-    gaps = {a: round(s.mean - PAPER_TEST["jsb"][a], 3) for a, s in stats.items()}
-    numbers = {**_cell(results, "jsb"), **{f"{a}_minus_paper": g for a, g in gaps.items()}}
-    held = all(abs(g) <= NEAR_PAPER for g in gaps.values())
-    text = "; ".join(f"{a} {stats[a]} vs paper {PAPER_TEST['jsb'][a]} ({gaps[a]:+.3f})" for a in GATED)
-    return ClaimResult(held, numbers, f"JSB test NLL: {text}; held if both are within {NEAR_PAPER} of the paper")
+    gaps = {f"{a}_minus_paper": round(results.mean(arch=a, data="jsb") - PAPER_TEST["jsb"][a], 3) for a in GATED}
+    return within(results, {a: PAPER_TEST["jsb"][a] for a in GATED}, NEAR_PAPER, where={"data": "jsb"},
+                  what="paper", numbers={**_cell(results, "jsb"), **gaps})
+
+
+def _below_marginal_numbers(results: Results) -> dict[str, Any]:
+    numbers: dict[str, Any] = {}
+    for ds in DATASETS:
+        numbers.update({f"{ds}/{a}": round(results.mean(arch=a, data=ds), 3) for a in ARCHS})
+        numbers[f"{ds}/marginal"] = MARGINAL[ds]
+    return numbers
 
 
 def _check_below_marginal(results: Results) -> ClaimResult:
-    numbers: dict[str, Any] = {}
-    held = True
-    parts = []
-    for ds in DATASETS:
-        for arch in ARCHS:
-            m = results.mean(arch=arch, data=ds)
-            numbers[f"{ds}/{arch}"] = round(m, 3)
-            held &= m < MARGINAL[ds]
-        numbers[f"{ds}/marginal"] = MARGINAL[ds]
-        worst = max(ARCHS, key=lambda a: numbers[f"{ds}/{a}"])
-        parts.append(f"{ds}: worst {worst} {numbers[f'{ds}/{worst}']} vs marginal {MARGINAL[ds]}")
-    return ClaimResult(held, numbers, "; ".join(parts) + " (held if every model's mean is below its baseline)")
+    return beats_baseline(results, ARCHS, MARGINAL.get, op="<", over="data", values=DATASETS,
+                          what="marginal baseline", numbers=_below_marginal_numbers)
 
 
 # ----- plot ----------------------------------------------------------------------------------------------------
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save, seed_bar
+    from seqzoo.experiments.plots import Ref, bars, cells, panels, save
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(7.6, 3.4), squeeze=False)
-    colors = {"rnn_tanh": "#999999", "gru": "#4c72b0", "lstm": "#dd8452"}
-    for ax, ds in zip(axes[0], DATASETS):
-        lows = [MARGINAL[ds], *PAPER_TEST[ds].values()]
-        for i, arch in enumerate(ARCHS):
-            hit = results.find(arch=arch, data=ds)
-            st = hit.metrics.get(results.split, {}).get(results.metric) if hit else None
-            if st is not None:
-                seed_bar(ax, i, st, colors[arch])
-                lows += st.values
+    fig, axes = panels(len(DATASETS), width=3.8, height=3.4)
+    for ax, ds in zip(axes, DATASETS):
+        items = cells(results, "arch", ARCHS, data=ds, names={"rnn_tanh": "tanh", "gru": "GRU", "lstm": "LSTM"})
+        for i, arch in enumerate(ARCHS):  # the paper's Table 2, one short line per bar
             ax.plot([i - 0.4, i + 0.4], [PAPER_TEST[ds][arch]] * 2, color="#c44e52", lw=2,
                     label="paper" if i == 0 else None)
-        ax.axhline(MARGINAL[ds], color="k", ls="--", lw=0.8, label="marginal baseline")
-        finite = [v for v in lows if v == v]
-        ax.set_ylim(max(0.0, min(finite) - 0.5), max(finite) + 0.4)
-        ax.set_xticks(range(len(ARCHS)), ["tanh", "GRU", "LSTM"])
-        ax.set_title(ds)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0][0].set_ylabel(f"{results.split} NLL per frame (nats)")
-    fig.tight_layout()
-    _save(fig, plt, path)
+        lows = [MARGINAL[ds], *PAPER_TEST[ds].values(), *(v for _, st in items if st for v in st.values if v == v)]
+        bars(ax, items, colors=["#999999", "#4c72b0", "#dd8452"], refs=[Ref(MARGINAL[ds], "marginal baseline")],
+             ylim=(max(0.0, min(lows) - 0.5), max(lows) + 0.4), title=ds, legend_loc="lower right",
+             ylabel=f"{results.split} NLL per frame (nats)")
+    save(fig, path)
 
 
 # ----- scales --------------------------------------------------------------------------------------------------
 
-_QUIET = {"progress": False, "tensorboard": False}
-_RMSPROP = {"optimizer": "rmsprop", "lr": 3e-3, "clip_norm": 1.0, "eval_batch_size": 256, **_QUIET}
+_RMSPROP = {"optimizer": "rmsprop", "lr": 3e-3, "clip_norm": 1.0, "eval_batch_size": 256}
 
 SMALL_STEPS = {"jsb": 2000, "nottingham": 2000}
 _SMALL_TRAIN = {"jsb": {"steps": SMALL_STEPS["jsb"], "batch_size": 16, "eval_every": 100, "early_stopping": 5},
@@ -196,9 +167,9 @@ CARD = register_experiment(ExperimentCard(
     metric="nll",
     split="test",
     scales={
-        "tiny": Scale(train=_RMSPROP, seeds=(0,), grid=_tiny_grid,
+        "tiny": Scale(train=_RMSPROP, seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: hidden 4, 2 steps of batch 4 per run."),
-        "small": Scale(train=_RMSPROP, seeds=(0, 1), grid=_small_grid, workers=1,
+        "small": Scale(train=_RMSPROP, seeds=(0, 1), grid=_small_grid, workers=1, expected_seconds=543,
                        note=f"RMSProp lr 3e-3 (all models), gradient-norm clip 1, no weight noise. JSB: batch 16 "
                             f"whole pieces, <= {SMALL_STEPS['jsb']} steps (~140 epochs), validation every 100 "
                             "steps, early stopping after 5 evaluations without improvement. Nottingham: training "

@@ -164,30 +164,17 @@ def _check_latency(results: Results) -> ClaimResult:
 
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import bars, cells, panels, save
 
-    plt = _pyplot()
     ds = _primary(results)
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2), gridspec_kw={"width_ratios": [4, 2]})
-    panels = ((axes[0], ACTIVATIONS, "steps", "equal steps: activation"),
-              (axes[1], ("glu", "lstm"), "time", "equal wall-clock"))
-    for ax, archs, budget, title in panels:
-        names, vals = [], []
-        for a in archs:
-            if results.has(arch=a, budget=budget, data=ds):
-                names.append("GCNN-GLU" if budget == "time" and a == "glu" else a.upper())
-                vals.append(_ppl(results, a, budget, ds))
-        bars = ax.bar(names, vals, color=["#4c72b0", "#55a868", "#dd8452", "#c44e52"][:len(vals)]
-                      if budget == "steps" else ["#4c72b0", "#999999"][:len(vals)])
-        for b, v in zip(bars, vals):
-            ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        if vals:
-            ax.set_ylim(0, max(vals) * 1.15)
-    axes[0].set_ylabel(f"{ds} validation perplexity")
-    fig.tight_layout()
-    _save(fig, plt, path)
+    fig, axes = panels(2, width=3.75, height=3.2, ratios=(4, 2))
+    bars(axes[0], cells(results, "arch", ACTIVATIONS, metric="perplexity", split="valid", budget="steps", data=ds,
+                        names={a: a.upper() for a in ACTIVATIONS}), annotate=True, title="equal steps: activation",
+         ylabel=f"{ds} validation perplexity")
+    bars(axes[1], cells(results, "arch", ("glu", "lstm"), metric="perplexity", split="valid", budget="time", data=ds,
+                        names={"glu": "GCNN-GLU", "lstm": "LSTM"}), colors=["#4c72b0", "#999999"], annotate=True,
+         title="equal wall-clock")
+    save(fig, path)
 
 
 def _cap(entry: Entry, steps: int) -> Entry:
@@ -198,9 +185,8 @@ def _cap(entry: Entry, steps: int) -> Entry:
                  {**entry.train, "steps": steps, "eval_every": steps})
 
 
-_QUIET = {"progress": False, "tensorboard": False}
 _TRAIN = {"batch_size": 32, "optimizer": "adam", "lr": 1e-3, "clip_norm": 1.0, "eval_batch_size": 128,
-          "test_split": None, **_QUIET}
+          "test_split": None}
 
 CARD = register_experiment(ExperimentCard(
     name="gcnn",
@@ -214,11 +200,12 @@ CARD = register_experiment(ExperimentCard(
     metric="perplexity",
     split="valid",
     scales={
-        "tiny": Scale(train={**_TRAIN, "batch_size": 8}, workers=1,
+        "tiny": Scale(train={**_TRAIN, "batch_size": 8}, workers=1, expected_seconds=10,
                       grid=lambda: [_cap(e, 30) for e in _entries(("tiny-shakespeare",), 16, 2, 4, 0.5,
                                                                   {"bptt": 16})],
                       note="plumbing only: tiny-shakespeare chars, GCNN 2 x [4, 16], 4 steps / 0.5 s"),
         "small": Scale(train=_TRAIN, seeds=(0,), workers=2, grid=lambda: _entries(("ptb",), 128, 8, 600, 240.0),
+                       expected_seconds=715,
                        note="PTB word level (10k vocabulary, adaptive softmax), batch 32 x 35 tokens, Adam 1e-3, "
                             "clip 1; GCNN 8 x [4, 128] (2.73M parameters) vs LSTM-187 (2.73M); 600 steps per "
                             "activation (0.72 epochs); 240 s of training each for the equal-time pair; one seed."),

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import all_held, compare, means
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 TASKS = ("denoise", "copy")
@@ -44,9 +46,9 @@ METRIC = "cross_entropy"
 
 def _entries(hidden: int, lengths: dict[str, int], n_eval: int, models: tuple[str, ...] = SMALL_MODELS,
              tasks: tuple[str, ...] = TASKS) -> list[Entry]:
-    return [Entry(model=m, task=t, model_args={"d_model": hidden},
-                  task_args={"seq_len": lengths[t], "n_valid": n_eval, "n_test": n_eval},
-                  labels={"arch": m, "task": t}) for m in models for t in tasks]
+    return cross({m: (m, {"d_model": hidden}) for m in models},
+                 {t: (t, {"seq_len": lengths[t], "n_valid": n_eval, "n_test": n_eval}) for t in tasks},
+                 tasks_outer=False)
 
 
 # ----- numbers read from a run directory ----------------------------------------------------------------
@@ -97,36 +99,26 @@ def _present(results: Results, task: str) -> list[str]:
 
 def _check_leave(results: Results) -> ClaimResult:
     numbers: dict[str, Any] = {}
-    held, parts = True, []
+    parts = []
     for t in TASKS:
         nc = results.stat("leave_step", "derived", arch="nc_gru", task=t)
         gru = results.stat("leave_step", "derived", arch="gru", task=t)
         left = results.stat("left", "derived", arch="nc_gru", task=t)
         others = {m: results.stat("leave_step", "derived", arch=m, task=t) for m in _present(results, t)}
-        ok = left.mean == 1.0 and nc.mean <= gru.mean
-        held = held and ok
         numbers[t] = {m: s.values for m, s in others.items()}
         numbers[f"{t}_left"] = {m: results.stat("left", "derived", arch=m, task=t).values for m in others}
-        parts.append(f"{t}: leave step NC-GRU {nc} vs GRU {gru} (LSTM "
-                     f"{others['lstm'] if 'lstm' in others else '—'}); NC-GRU left in "
-                     f"{int(round(left.mean * left.n))}/{left.n} seeds → {'ok' if ok else 'fails'}")
-    return ClaimResult(held, numbers, "; ".join(parts) + f" (leave step = first eval with valid CE < "
-                                                         f"{LEAVE_FRACTION} × baseline, never = steps + eval_every; "
-                                                         f"held if NC-GRU left in every seed and its mean <= GRU's "
-                                                         f"on both tasks)")
+        parts.append((left.mean == 1.0 and nc.mean <= gru.mean,
+                      f"{t}: leave step NC-GRU {nc} vs GRU {gru} (LSTM {others.get('lstm', '—')}); NC-GRU left in "
+                      f"{int(round(left.mean * left.n))}/{left.n} seeds"))
+    return all_held(parts, numbers, f"NC-GRU left in every seed and its mean leave step <= GRU's on both tasks; "
+                                    f"leave step = first eval with valid CE < {LEAVE_FRACTION} × baseline, never = "
+                                    "steps + eval_every")
 
 
 def _check_lower(results: Results) -> ClaimResult:
-    numbers: dict[str, Any] = {}
-    held, parts = True, []
-    for t in TASKS:
-        ce = {m: results.stat(METRIC, "test", arch=m, task=t) for m in _present(results, t)}
-        nc, gru = results.stat(METRIC, "test", arch="nc_gru", task=t), results.stat(METRIC, "test", arch="gru", task=t)
-        ok = nc.mean < gru.mean
-        held = held and ok
-        numbers[t] = {m: round(s.mean, 4) for m, s in ce.items()}
-        parts.append(f"{t}: test CE " + ", ".join(f"{m} {s}" for m, s in ce.items()) + (" → ok" if ok else " → fails"))
-    return ClaimResult(held, numbers, "; ".join(parts) + " (held if NC-GRU's mean < GRU's on both tasks)")
+    numbers = {t: means(results, _present(results, t), where={"task": t}, metric=METRIC, split="test") for t in TASKS}
+    return compare(results, "nc_gru", "gru", "<", over="task", values=TASKS, metric=METRIC, split="test",
+                   numbers=numbers)
 
 
 def _check_spikes(results: Results) -> ClaimResult:
@@ -137,10 +129,9 @@ def _check_spikes(results: Results) -> ClaimResult:
         worst = max(worst, max(nc.values))
         per = {}
         for m in _present(results, t):
-            er = results.find(arch=m, task=t)
-            if "spike_ratio" not in er.metrics.get("derived", {}):
+            d = results.find(arch=m, task=t).metrics.get("derived", {})
+            if "spike_ratio" not in d:
                 continue
-            d = er.metrics["derived"]
             per[m] = {"ratio": [round(v, 2) for v in d["spike_ratio"].values],
                       "max": [round(v, 3) for v in d["grad_norm_max"].values],
                       "median": [round(v, 3) for v in d["grad_norm_median"].values]}
@@ -148,66 +139,39 @@ def _check_spikes(results: Results) -> ClaimResult:
                 if key in d:
                     per[m][name] = [round(v, 2) for v in d[key].values]
         numbers[t] = per
-        parts.append(f"{t}: max/median pre-clip grad norm per seed " +
-                     ", ".join(f"{m} {v['ratio']}" for m, v in per.items()))
-    return ClaimResult(worst <= SPIKE_FACTOR, {"nc_gru_worst_ratio": round(worst, 2), **numbers},
-                       "; ".join(parts) + f" (held if every NC-GRU run has max <= {SPIKE_FACTOR:g} × median)")
+        parts.append((max(nc.values) <= SPIKE_FACTOR, f"{t}: max/median pre-clip grad norm per seed " +
+                      ", ".join(f"{m} {v['ratio']}" for m, v in per.items())))
+    return all_held(parts, {"nc_gru_worst_ratio": round(worst, 2), **numbers},
+                    f"every NC-GRU run has max <= {SPIKE_FACTOR:g} × median")
 
 
 # ----- plot ---------------------------------------------------------------------------------------------
 _COLORS = {"gru": "#4c72b0", "lstm": "#999999", "nc_gru": "#c44e52", "nc_gru_r": "#dd8452"}
 
 
+def _curve(results: Results, arch: str, task: str) -> tuple[list[int], list]:
+    """Validation CE / baseline per evaluation step (``ratio@<step>`` of the derived numbers)."""
+    d = results.find(arch=arch, task=task).metrics.get("derived", {})
+    pts = sorted((int(k.split("@")[1]), s) for k, s in d.items() if k.startswith("ratio@"))
+    return [p for p, _ in pts], [s for _, s in pts]
+
+
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, curves, grouped_bars, panels, save
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(TASKS) + 1, figsize=(10.5, 3.3))
+    fig, axes = panels(len(TASKS) + 1, width=3.5)
     for ax, t in zip(axes, TASKS):
-        for m in _present(results, t):
-            d = results.find(arch=m, task=t).metrics.get("derived", {})
-            pts = sorted((int(k.split("@")[1]), s) for k, s in d.items() if k.startswith("ratio@"))
-            if not pts:
-                continue
-            xs = [p for p, _ in pts]
-            ys = [s.mean for _, s in pts]
-            lo = [s.mean - s.std for _, s in pts]
-            hi = [s.mean + s.std for _, s in pts]
-            ax.plot(xs, ys, color=_COLORS.get(m), label=m)
-            ax.fill_between(xs, lo, hi, color=_COLORS.get(m), alpha=0.2)
-        ax.axhline(1.0, color="black", lw=0.8, ls="--")
-        ax.axhline(LEAVE_FRACTION, color="black", lw=0.8, ls=":")
+        curves(ax, {m: _curve(results, m, t) for m in _present(results, t)}, colors=_COLORS, marker="",
+               refs=[Ref(1.0), Ref(LEAVE_FRACTION, style=":")], title=t, xlabel="step",
+               ylabel="valid CE / memoryless baseline")
         ax.set_ylim(0.0, min(3.0, max(1.2, ax.get_ylim()[1])))  # the first evaluations can sit far above 1
-        ax.set_title(t, fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("valid CE / memoryless baseline")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    ax = axes[-1]
-    width = 0.8 / len(MODELS)
-    for i, m in enumerate(MODELS):
-        xs, ys = [], []
-        for j, t in enumerate(TASKS):
-            er = results.find(arch=m, task=t)
-            if er is not None and "spike_ratio" in er.metrics.get("derived", {}):
-                for v in er.metrics["derived"]["spike_ratio"].values:
-                    xs.append(j + (i - (len(MODELS) - 1) / 2) * width)
-                    ys.append(v)
-        if xs:
-            ax.scatter(xs, ys, color=_COLORS[m], label=m, s=14)
-    ax.axhline(SPIKE_FACTOR, color="black", lw=0.8, ls="--")
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(TASKS)))
-    ax.set_xticklabels(TASKS)
-    ax.set_ylabel("max / median pre-clip grad norm")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, plt, path)
+    grouped_bars(axes[-1], TASKS, {m: [results.get("spike_ratio", "derived", arch=m, task=t) for t in TASKS]
+                                   for m in MODELS}, colors=_COLORS, refs=[Ref(SPIKE_FACTOR)], log_y=True,
+                 ylabel="max / median pre-clip grad norm")
+    save(fig, path)
 
 
-_TRAIN = {"optimizer": "adam", "lr": 1e-3, "clip_norm": CLIP, "log_every": 1, "progress": False,
-          "tensorboard": False}
+_TRAIN = {"optimizer": "adam", "lr": 1e-3, "clip_norm": CLIP, "log_every": 1}
 SMALL_LENGTHS = {"denoise": 100, "copy": 50}
 
 CARD = register_experiment(ExperimentCard(
@@ -226,9 +190,9 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8},
                       grid=lambda: _entries(4, {"denoise": 5, "copy": 5}, 8),
-                      note="plumbing only: hidden 4, T = 5, 4 steps of batch 4"),
+                      note="plumbing only: hidden 4, T = 5, 4 steps of batch 4", expected_seconds=15),
         "small": Scale(train={**_TRAIN, "steps": 1500, "batch_size": 64, "eval_every": 100,
-                              "eval_batch_size": 500}, seeds=(0, 1),
+                              "eval_batch_size": 500}, seeds=(0, 1), expected_seconds=766,
                        grid=lambda: _entries(64, SMALL_LENGTHS, 500),
                        note=f"spec §2.4 small setting: denoise T = {SMALL_LENGTHS['denoise']} (paper 200), copy "
                             f"T = {SMALL_LENGTHS['copy']} (ATN setup: 100), hidden 64 for every model (ρ = 32), "

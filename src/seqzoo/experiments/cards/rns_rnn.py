@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import threshold
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 TASKS = ("cfl-marked-reversal", "cfl-unmarked-reversal", "cfl-padded-reversal", "cfl-dyck", "cfl-hardest")
@@ -41,8 +43,8 @@ def _entries(hidden: int, lengths: tuple[int, int, int, int], n_valid: int, n_te
     lo, hi, tlo, thi = lengths
     task_args = {"min_length": lo, "max_length": hi, "test_min_length": tlo, "test_max_length": thi,
                  "n_valid": n_valid, "n_test_per_length": n_test}
-    return [Entry(model=_PRESET[m], task=t, model_args=_model_args(m, t, hidden), task_args=dict(task_args),
-                  labels={"arch": m, "task": t}) for t in tasks for m in models]
+    return cross({m: lambda t, m=m: (_PRESET[m], _model_args(m, t, hidden)) for m in models},
+                 {t: (t, task_args) for t in tasks})
 
 
 def _table(results: Results) -> dict[str, float]:
@@ -51,12 +53,9 @@ def _table(results: Results) -> dict[str, float]:
 
 
 def _check_near_bound(results: Results) -> ClaimResult:
-    gaps = {t: results.stat(arch="rns_rnn", task=t) for t in NEAR_BOUND_TASKS}
-    held = all(s.mean <= NEAR_BOUND for s in gaps.values())
-    numbers = {t: round(s.mean, 4) for t, s in gaps.items()}
-    text = "; ".join(f"{t}: {s}" for t, s in gaps.items())
-    return ClaimResult(held, numbers, f"RNS-RNN test CE minus lower bound (nats/symbol): {text} "
-                                      f"(held if each mean <= {NEAR_BOUND})")
+    numbers = {t: round(results.mean(arch="rns_rnn", task=t), 4) for t in NEAR_BOUND_TASKS}
+    return threshold(results, [{"arch": "rns_rnn", "task": t} for t in NEAR_BOUND_TASKS], "<=", NEAR_BOUND,
+                     numbers=numbers)
 
 
 def _check_lowest(results: Results) -> ClaimResult:
@@ -79,33 +78,16 @@ def _check_lowest(results: Results) -> ClaimResult:
 
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, grouped_bars, panels, save
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
-    width = 0.8 / len(MODELS)
-    colors = ("#999999", "#4c72b0", "#55a868", "#dd8452", "#c44e52")
-    for i, (m, color) in enumerate(zip(MODELS, colors)):
-        xs, ys, es = [], [], []
-        for j, t in enumerate(TASKS):
-            if results.has(arch=m, task=t):
-                s = results.stat(arch=m, task=t)
-                xs.append(j + (i - (len(MODELS) - 1) / 2) * width)
-                ys.append(s.mean)
-                es.append(s.std)
-        ax.bar(xs, ys, width, yerr=es, color=color, label=m, capsize=2)
-    ax.axhline(NEAR_BOUND, color="black", lw=0.8, ls="--")
-    ax.set_xticks(range(len(TASKS)))
-    ax.set_xticklabels([t.removeprefix("cfl-") for t in TASKS], fontsize=8)
-    ax.set_ylabel("test CE − lower bound (nats)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=5)
-    fig.tight_layout()
-    _save(fig, plt, path)
+    fig, (ax,) = panels(1, width=7.5, height=3.4)
+    grouped_bars(ax, [t.removeprefix("cfl-") for t in TASKS],
+                 {m: [results.get(arch=m, task=t) for t in TASKS] for m in MODELS},
+                 refs=[Ref(NEAR_BOUND, f"{NEAR_BOUND} nats")], ylabel="test CE − lower bound (nats)")
+    save(fig, path)
 
 
-_QUIET = {"progress": False, "tensorboard": False}
-_TRAIN = {"batch_size": 10, "optimizer": "adam", "clip_norm": 5.0, "eval_batch_size": 100, **_QUIET}
+_TRAIN = {"batch_size": 10, "optimizer": "adam", "clip_norm": 5.0, "eval_batch_size": 100}
 
 CARD = register_experiment(ExperimentCard(
     name="rns-rnn",
@@ -120,9 +102,9 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "steps": 2, "eval_every": 2, "lr": 0.005},
                       grid=lambda: _entries(4, (6, 8, 6, 8), 4, 1, tasks=("cfl-marked-reversal", "cfl-dyck")),
-                      note="plumbing only: two tasks, hidden 4, lengths 6-8, 2 steps"),
+                      note="plumbing only: two tasks, hidden 4, lengths 6-8, 2 steps", expected_seconds=20),
         "small": Scale(train={**_TRAIN, "steps": 1100, "eval_every": 100, "lr": 0.005}, seeds=(0, 1),
-                       grid=lambda: _entries(20, (12, 24, 12, 32), 100, 10), workers=2,
+                       grid=lambda: _entries(20, (12, 24, 12, 32), 100, 10), workers=2, expected_seconds=635,
                        note="lengths reduced for the O(n^3) NS dynamic program: train/valid 12-24 (paper 40-80), "
                             "test 12-32 (paper 40-100), 100 validation strings, 10 test strings per valid length; "
                             "1,100 Adam steps of batch 10 (11,000 strings, paper: up to 200 epochs of 10,000), "

@@ -29,11 +29,12 @@ state still carries across segments.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
+from seqzoo.experiments.baselines import task_baseline
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, MissingResult, Plot, Results, Scale
+from seqzoo.experiments.claims import beats_baseline, compare
 from seqzoo.experiments.param_match import closest_width, count_params
 from seqzoo.experiments.registry import register_experiment
 
@@ -73,14 +74,7 @@ def _vocab_of(entry: Entry) -> int:
 
 def unigram_perplexity(task_args: dict[str, Any], split: str = "test") -> float:
     """Test perplexity of the task's unigram baseline (reads the corpus; raises FileNotFoundError without it)."""
-    return _unigram(json.dumps(task_args, sort_keys=True, default=str), split)
-
-
-@functools.lru_cache(maxsize=8)
-def _unigram(task_args_json: str, split: str) -> float:
-    from seqzoo.tasks import create_task
-
-    return float(create_task("lm", **json.loads(task_args_json)).baseline(split)["perplexity"])
+    return task_baseline("lm", "perplexity", task_args, split=split)
 
 
 # ----- claims --------------------------------------------------------------------------------------------------
@@ -120,68 +114,41 @@ def _check_rns_lower(results: Results) -> ClaimResult:
     rns, lstm = results.stat(arch="rns"), results.stat(arch="lstm")
     numbers = {**_numbers(results), "unigram_test_ppl": _baseline(results),
                "difference": round(rns.mean - lstm.mean, 2)}
-    held = rns.mean < lstm.mean
-    spread = max(rns.std, lstm.std)
-    noise = "" if max(rns.n, lstm.n) < 2 else (
-        f"; the difference is {'larger' if abs(rns.mean - lstm.mean) > spread else 'not larger'} than the larger "
-        f"seed std ({spread:.2f})")
-    return ClaimResult(held, numbers, f"test perplexity: RNS-RNN {rns} vs LSTM {lstm} (held if RNS-RNN's mean is "
-                                      f"lower){noise}; unigram baseline {numbers['unigram_test_ppl']}")
+    out = compare(results, "rns", "lstm", "<", numbers=numbers)
+    if max(rns.n, lstm.n) > 1:  # is the gap larger than the seed-to-seed spread?
+        spread = max(rns.std, lstm.std)
+        out.detail += (f"; the difference is {'larger' if abs(rns.mean - lstm.mean) > spread else 'not larger'} "
+                       f"than the larger seed std ({spread:.2f})")
+    return out
 
 
 def _check_beat_unigram(results: Results) -> ClaimResult:
     base = _baseline(results)
     if base is None:
         raise MissingResult("the unigram baseline needs the corpus (task arguments and data)")
-    ppl = {arch: results.mean(arch=arch) for arch in ARCHS}
-    held = all(v < base for v in ppl.values())
-    return ClaimResult(held, {"unigram_test_ppl": base, **{f"{a}_test_ppl": round(v, 2) for a, v in ppl.items()}},
-                       f"test perplexity RNS-RNN {ppl['rns']:.2f}, LSTM {ppl['lstm']:.2f} vs unigram {base:.2f} "
-                       "(held if both are lower)")
+    ppl = {f"{a}_test_ppl": round(results.mean(arch=a), 2) for a in ARCHS}
+    return beats_baseline(results, ARCHS, base, op="<", what="unigram", numbers={"unigram_test_ppl": base, **ppl})
 
 
 # ----- plot ----------------------------------------------------------------------------------------------------
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, grouped_bars, panels, save
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.3))
-    colors = {"rns": "#c44e52", "lstm": "#999999"}
-    names = {"rns": "RNS-RNN", "lstm": "LSTM"}
-    tops = []
-    for i, split in enumerate(("valid", "test")):
-        for j, arch in enumerate(ARCHS):
-            hit = results.find(arch=arch)
-            st = hit.metrics.get(split, {}).get("perplexity") if hit else None
-            if st is None:
-                continue
-            x = i + (j - 0.5) * 0.38
-            ax.bar(x, st.mean, 0.36, yerr=st.std if st.n > 1 else None, color=colors[arch], capsize=3,
-                   label=names[arch] if i == 0 else None)
-            ax.plot([x] * len(st.values), st.values, "k.", ms=4)
-            ax.annotate(f"{st.mean:.1f}", (x, st.mean), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 2), textcoords="offset points")
-            tops.append(st.mean)
+    fig, (ax,) = panels(1, width=4.6)
     base = _baseline(results)
-    if base is not None:
-        ax.axhline(base, color="k", ls="--", lw=0.8, label=f"unigram (test) {base:.0f}")
-        tops.append(base)
-    ax.set_xticks([0, 1], ["valid", "test"])
-    ax.set_ylabel("perplexity")
-    if tops:
-        ax.set_ylim(0, max(tops) * 1.15)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    _save(fig, plt, path)
+    splits = ("valid", "test")
+    grouped_bars(ax, splits, {name: [results.get("perplexity", split, arch=arch) for split in splits]
+                              for arch, name in (("rns", "RNS-RNN"), ("lstm", "LSTM"))},
+                 colors={"RNS-RNN": "#c44e52", "LSTM": "#999999"}, ylabel="perplexity", legend_loc="lower right",
+                 refs=[Ref(base, f"unigram (test) {base:.0f}")] if base is not None else [])
+    save(fig, path)
 
 
 # ----- scales --------------------------------------------------------------------------------------------------
 
-_QUIET = {"progress": False, "tensorboard": False}
 _TRAIN = {"batch_size": 32, "optimizer": "adam", "lr": 3e-3, "clip_norm": 1.0, "eval_batch_size": 32,
-          "test_split": "test", **_QUIET}
+          "test_split": "test"}
 SMALL_STEPS = 1200  # 1.45 epochs of the 829 segments of 32 x 35 tokens (2k-vocabulary PTB)
 SMALL_PDA = pda_args(1, 3, 10)
 
@@ -200,9 +167,9 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(train={**_TRAIN, "batch_size": 4, "steps": 2, "eval_every": 2, "eval_batch_size": 2048},
                       grid=lambda: entries(8, pda_args(1, 2, 3), 50), workers=1,
                       note="plumbing only: PTB capped to 50 words, 8 units, |Q|=1, |Γ|=2, D=3, 2 steps of batch 4 "
-                           "(needs the PTB files); evaluation as 2,048 carried streams"),
+                           "(needs the PTB files); evaluation as 2,048 carried streams", expected_seconds=45),
         "small": Scale(train={**_TRAIN, "steps": SMALL_STEPS, "eval_every": 300}, seeds=(0, 1),
-                       grid=lambda: entries(128, SMALL_PDA, 2000), workers=1,
+                       grid=lambda: entries(128, SMALL_PDA, 2000), workers=1, expected_seconds=1511,
                        note=f"PTB word level capped to the 2,000 most frequent words (the rest are <unk>; paper: "
                             f"10k), 128 units (paper 256), RNS |Q|=1, |Γ|=3 (one point of the paper's (|Q|, |Γ|) "
                             f"search), window D=10 (paper: 35; CPU cost) vs the parameter-matched LSTM; batch 32 x 35 "

@@ -40,12 +40,13 @@ it is not run here.
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Any
 
+from seqzoo.experiments.baselines import task_baseline
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import compare, means, threshold
+from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
 ARCHS = ("s5", "lstm", "transformer")
@@ -83,64 +84,31 @@ def model_configs(task: str, s5_width: int = S5_WIDTH, s5_layers: int = S5_LAYER
 def entries(task: str, task_args: dict[str, Any], train: dict[str, Any], s5_train: dict[str, Any],
             **sizes: Any) -> list[Entry]:
     """The three models on one task; ``s5_train`` adds S5-only TrainConfig fields (``ssm_lr``)."""
-    return [Entry(model=preset, task=task, model_args=args, task_args=dict(task_args),
-                  labels={"arch": arch, "task": task},
-                  train={**train, **(s5_train if arch == "s5" else {})})
-            for arch, (preset, args) in model_configs(task, **sizes).items()]
+    return cross(model_configs(task, **sizes), {task: (task, task_args)},
+                 train=lambda arch, _: {**train, **(s5_train if arch == "s5" else {})})
 
 
 # ----- baselines -------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
-def _baseline(task: str, task_args_json: str) -> float:
-    from seqzoo.tasks import create_task
-
-    return float(create_task(task, **json.loads(task_args_json)).baseline()[METRIC[task]])
-
-
 def baseline(results: Results, task: str) -> float:
     """The trivial baseline of ``task`` with the task arguments of the S5 entry (adding MSE, ListOps majority)."""
     hit = results.find(arch="s5", task=task)
-    args = hit.entry.task_args if hit is not None else {}
-    return _baseline(task, json.dumps(args, sort_keys=True))
+    return task_baseline(task, METRIC[task], hit.entry.task_args if hit is not None else {})
 
 
 def _numbers(results: Results, task: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for arch in ARCHS:
-        if results.has(arch=arch, task=task):
-            st = results.stat(METRIC[task], arch=arch, task=task)
-            out[arch] = round(st.mean, 4)
-            if st.n > 1:
-                out[f"{arch}_seeds"] = [round(v, 4) for v in st.values]
-    return out
+    return means(results, ARCHS, where={"task": task}, metric=METRIC[task], spread="seeds")
 
 
 # ----- claims ----------------------------------------------------------------------------------------------------
 
-def _adding_values(results: Results, arch: str) -> tuple[Any, dict[str, Any]]:
-    st = results.stat("mse", arch=arch, task="adding")
+def _adding(results: Results, arch: str, op: str) -> ClaimResult:
+    """``arch``'s adding MSE ``op`` PLATEAU_FRACTION x the trivial baseline (``<``: left the plateau)."""
     base = baseline(results, "adding")
     nums = {**_numbers(results, "adding"), "baseline": round(base, 4), "threshold": round(PLATEAU_FRACTION * base, 4),
             **{f"{a}_vs_baseline": round(results.mean("mse", arch=a, task="adding") / base, 3)
                for a in ARCHS if results.has(arch=a, task="adding")}}
-    return st, nums
-
-
-def _check_s5_leaves(results: Results) -> ClaimResult:
-    st, nums = _adding_values(results, "s5")
-    thr = nums["threshold"]
-    return ClaimResult(st.mean < thr, nums, f"S5 test MSE on adding T=200: {st} over {st.n} seed(s) vs trivial "
-                                           f"baseline {nums['baseline']} (held if the mean < {thr} = "
-                                           f"{PLATEAU_FRACTION} x baseline)")
-
-
-def _check_lstm_stays(results: Results) -> ClaimResult:
-    st, nums = _adding_values(results, "lstm")
-    thr = nums["threshold"]
-    return ClaimResult(st.mean >= thr, nums, f"LSTM test MSE on adding T=200: {st} over {st.n} seed(s) vs trivial "
-                                            f"baseline {nums['baseline']} (held if the mean >= {thr}, i.e. the "
-                                            "LSTM has not left the plateau within the same budget)")
+    return threshold(results, {"arch": arch, "task": "adding"}, op, nums["threshold"], metric="mse", numbers=nums)
 
 
 def _check_majority(results: Results) -> ClaimResult:
@@ -148,65 +116,46 @@ def _check_majority(results: Results) -> ClaimResult:
     base = baseline(results, "listops")
     nums = {**_numbers(results, "listops"), "majority": round(base, 4),
             "target": round(base + MAJORITY_MARGIN, 4), "s5_margin": round(st.mean - base, 4)}
-    return ClaimResult(st.mean >= base + MAJORITY_MARGIN - 1e-12, nums,
-                       f"S5 test accuracy on ListOps-mini: {st} over {st.n} seed(s) vs majority class {base:.4f} "
-                       f"(held if the mean >= majority + {MAJORITY_MARGIN:.2f} = {base + MAJORITY_MARGIN:.4f})")
+    return threshold(results, {"arch": "s5", "task": "listops"}, ">=", base + MAJORITY_MARGIN - 1e-12,
+                     metric="accuracy", numbers=nums)
 
 
 def _check_beats_lstm(results: Results) -> ClaimResult:
-    s5 = results.stat("accuracy", arch="s5", task="listops")
-    lstm = results.stat("accuracy", arch="lstm", task="listops")
+    diff = results.mean("accuracy", arch="s5", task="listops") - results.mean("accuracy", arch="lstm", task="listops")
     nums = {**_numbers(results, "listops"), "majority": round(baseline(results, "listops"), 4),
-            "s5_minus_lstm": round(s5.mean - lstm.mean, 4)}
-    return ClaimResult(s5.mean > lstm.mean, nums, f"test accuracy on ListOps-mini: S5 {s5} vs LSTM {lstm} "
-                                                  "(held if S5's mean is higher)")
+            "s5_minus_lstm": round(diff, 4)}
+    return compare(results, "s5", "lstm", ">", where={"task": "listops"}, metric="accuracy", numbers=nums)
 
 
 # ----- plot ------------------------------------------------------------------------------------------------------
 
 def _draw(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save, seed_bar
+    from seqzoo.experiments.plots import Ref, bars, cells, panels, save
 
-    plt = _pyplot()
     tasks = [t for t in TASKS if any(results.has(arch=a, task=t) for a in ARCHS)]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.8 * max(1, len(tasks)), 3.3), squeeze=False)
-    colors = {"s5": "#dd8452", "lstm": "#999999", "transformer": "#4c72b0"}
-    for ax, task in zip(axes[0], tasks):
-        metric = METRIC[task]
-        for i, arch in enumerate(ARCHS):
-            hit = results.find(arch=arch, task=task)
-            st = hit.metrics.get(results.split, {}).get(metric) if hit else None
-            if st is None:
-                continue
-            seed_bar(ax, i, st, colors[arch])
+    fig, axes = panels(len(tasks), width=3.8)
+    for ax, task in zip(axes, tasks):
         base = baseline(results, task)
         if task == "adding":
-            ax.axhline(base, color="k", ls="--", lw=0.8, label=f"predict 1 ({base:.3f})")
-            ax.axhline(PLATEAU_FRACTION * base, color="#c44e52", ls=":", lw=0.8,
-                       label=f"{PLATEAU_FRACTION} x baseline")
-            ax.set_yscale("log")
-            ax.set_title("adding T=200")
+            refs = [Ref(base, f"predict 1 ({base:.3f})"),
+                    Ref(PLATEAU_FRACTION * base, f"{PLATEAU_FRACTION} x baseline", ":", "#c44e52")]
         else:
-            ax.axhline(base, color="k", ls="--", lw=0.8, label=f"majority ({base:.3f})")
-            ax.axhline(base + MAJORITY_MARGIN, color="#c44e52", ls=":", lw=0.8, label="majority + 10 pts")
-            ax.set_ylim(0, 1)
-            ax.set_title("ListOps-mini")
-        ax.set_xticks(range(len(ARCHS)), ARCHS)
-        ax.set_ylabel(f"{results.split} {metric}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, plt, path)
+            refs = [Ref(base, f"majority ({base:.3f})"),
+                    Ref(base + MAJORITY_MARGIN, "majority + 10 pts", ":", "#c44e52")]
+        bars(ax, cells(results, "arch", ARCHS, metric=METRIC[task], task=task), refs=refs, log_y=task == "adding",
+             ylim=None if task == "adding" else (0, 1), colors={"s5": "#dd8452", "lstm": "#999999",
+                                                               "transformer": "#4c72b0"},
+             title="adding T=200" if task == "adding" else "ListOps-mini", ylabel=f"{results.split} {METRIC[task]}")
+    save(fig, path)
 
 
 # ----- scales ----------------------------------------------------------------------------------------------------
 
-_QUIET = {"progress": False, "tensorboard": False}
 SMALL_ADDING_STEPS = 4000
 SMALL_LISTOPS_STEPS = 3000
-_ADDING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 32, "clip_norm": None, **_QUIET}
+_ADDING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 32, "clip_norm": None}
 _LISTOPS = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.04, "schedule": "cosine", "batch_size": 32,
-            "clip_norm": None, **_QUIET}
+            "clip_norm": None}
 _TINY_LISTOPS = {"max_depth": 3, "max_args": 3, "min_length": 4, "max_length": 30, "n_train": 64, "n_valid": 32,
                  "n_test": 32}
 
@@ -251,23 +200,24 @@ CARD = register_experiment(ExperimentCard(
     metric="accuracy",
     split="test",
     scales={
-        "tiny": Scale(train=_QUIET, seeds=(0,), grid=_tiny_grid,
+        "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=50,
                       note="plumbing only: adding T=20 and a depth-3 ListOps, 4 steps, width 8."),
-        "small": Scale(train=_QUIET, seeds=(0,), grid=_small_grid, workers=1,
+        "small": Scale(seeds=(0,), grid=_small_grid, workers=1, expected_seconds=534,
                        note=f"adding T=200: {SMALL_ADDING_STEPS} Adam steps (lr 2e-3, batch 32, no clipping, fresh "
                             f"sequences each step). ListOps-mini (20k/2k/2k): {SMALL_LISTOPS_STEPS} AdamW steps "
                             "(lr 3e-3, wd 0.04, S5 ssm_lr 1e-3 without wd; 300 warm-up steps, cosine; batch 32, "
                             "about 4.8 epochs)."),
-        "paper": Scale(train=_QUIET, seeds=(0, 1, 2), grid=None, workers=1,
+        "paper": Scale(seeds=(0, 1, 2), grid=None, workers=1,
                        note="adding T=200 for 20k steps; LRA ListOps (depth 10, 10 arguments, 500 < length < "
                             "2000, 96k training expressions) with the official S5 ListOps settings (8 x H128, "
                             "P=16, J=8, batch 50, 40 epochs) and width-matched baselines. Defined, not run."),
     },
     claims=[
         Claim("s5_leaves_adding_plateau", f"S5 leaves the adding T=200 plateau within the small budget: test MSE "
-              f"< {PLATEAU_FRACTION} x the trivial baseline's (predict 1: 1/6).", _check_s5_leaves),
+              f"< {PLATEAU_FRACTION} x the trivial baseline's (predict 1: 1/6).", lambda r: _adding(r, "s5", "<")),
         Claim("lstm_stays_on_adding_plateau", "The parameter-matched LSTM does not leave the adding T=200 plateau "
-              f"within the same budget (test MSE >= {PLATEAU_FRACTION} x baseline).", _check_lstm_stays),
+              f"within the same budget (test MSE >= {PLATEAU_FRACTION} x baseline).",
+              lambda r: _adding(r, "lstm", ">=")),
         Claim("s5_beats_listops_majority", "S5 beats the majority class on ListOps-mini by at least "
               f"{MAJORITY_MARGIN * 100:.0f} points of test accuracy.", _check_majority),
         Claim("s5_beats_lstm_on_listops", "S5 has a higher test accuracy than the LSTM on ListOps-mini.",

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.claims import compare
 from seqzoo.experiments.registry import register_experiment
 
 TOMITA_ARCHS = ("gru", "sr_gru_soft", "sr_gru_sampled")
@@ -171,55 +172,25 @@ def _check_dfa(arch: str):
 def _check_bp(results: Results) -> ClaimResult:
     sr = results.stat(exp="bp", arch="sr_lstm_p")
     lstm = results.stat(exp="bp", arch="lstm")
-    return ClaimResult(sr.mean >= lstm.mean,
-                       {"sr_lstm_p": round(sr.mean, 4), "sr_lstm_p_std": round(sr.std, 4), "lstm": round(lstm.mean, 4),
-                        "lstm_std": round(lstm.std, 4), "seeds": sr.n},
-                       f"test balanced accuracy at nesting depths deeper than training: SR-LSTM-P {sr} vs LSTM {lstm} "
-                       "(held if the SR-LSTM-P mean >= the LSTM mean)")
+    return compare(results, "sr_lstm_p", "lstm", ">=", where={"exp": "bp"},
+                   numbers={"sr_lstm_p": round(sr.mean, 4), "sr_lstm_p_std": round(sr.std, 4),
+                            "lstm": round(lstm.mean, 4), "lstm_std": round(lstm.std, 4), "seeds": sr.n})
 
 
 # ----- plots -------------------------------------------------------------------------------------------
 def _draw_accuracy(results: Results, path: Path) -> None:
-    from seqzoo.experiments.plots import _pyplot, _save
+    from seqzoo.experiments.plots import Ref, bars, cells, grouped_bars, panels, save
 
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.0, 3.3), gridspec_kw={"width_ratios": [3, 2]})
-    series = (("balanced_accuracy", "test", "network, test bal. acc."),
-              ("agreement_valid", DERIVED, "DFA = network, valid"), ("agreement_test", DERIVED, "DFA = network, test"))
-    width = 0.8 / len(series)
-    for i, (metric, split, label) in enumerate(series):
-        xs, ys, es = [], [], []
-        for j, arch in enumerate(TOMITA_ARCHS):
-            hit = results.find(exp="tomita4", arch=arch)
-            if hit is not None and metric in hit.metrics.get(split, {}):
-                st = hit.metrics[split][metric]
-                xs.append(j + (i - 1) * width)
-                ys.append(st.mean)
-                es.append(st.std)
-        ax1.bar(xs, ys, width, yerr=es, capsize=2, label=label, color=("#4c72b0", "#dd8452", "#55a868")[i])
-    ax1.set_xticks(range(len(TOMITA_ARCHS)))
-    ax1.set_xticklabels(TOMITA_ARCHS, fontsize=8)
-    ax1.axhline(MIN_AGREEMENT, color="black", lw=0.7, ls="--")
-    ax1.set_ylim(0, 1.05)
-    ax1.set_title("Tomita 4 (valid 23-28, test 29-34)", fontsize=9)
-    ax1.legend(fontsize=7, loc="lower right")
-    names, ys, es = [], [], []
-    for arch in BP_ARCHS:
-        if results.has(exp="bp", arch=arch):
-            st = results.stat(exp="bp", arch=arch)
-            names.append(arch)
-            ys.append(st.mean)
-            es.append(st.std)
-    ax2.bar(names, ys, yerr=es, capsize=3, color=["#999999", "#c44e52"][:len(ys)])
-    for x, y in enumerate(ys):
-        ax2.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom", fontsize=8)
-    ax2.set_ylim(0, 1.05)
-    ax2.set_title("balanced parens, test depth 6-10", fontsize=9)
-    for ax in (ax1, ax2):
-        ax.grid(axis="y", alpha=0.3)
-    ax1.set_ylabel("share (mean ± std over seeds)")
-    fig.tight_layout()
-    _save(fig, plt, path)
+    fig, (ax1, ax2) = panels(2, width=4.0, ratios=(3, 2))
+    series = {"network, test bal. acc.": ("balanced_accuracy", "test"),
+              "DFA = network, valid": ("agreement_valid", DERIVED), "DFA = network, test": ("agreement_test", DERIVED)}
+    grouped_bars(ax1, TOMITA_ARCHS, {name: [results.get(m, split, exp="tomita4", arch=a) for a in TOMITA_ARCHS]
+                                     for name, (m, split) in series.items()},
+                 refs=[Ref(MIN_AGREEMENT)], ylim=(0, 1.05), title="Tomita 4 (valid 23-28, test 29-34)",
+                 ylabel="share (mean ± std over seeds)", legend_loc="lower right")
+    bars(ax2, cells(results, "arch", BP_ARCHS, exp="bp"), colors=["#999999", "#c44e52"], annotate=True,
+         ylim=(0, 1.05), title="balanced parens, test depth 6-10")
+    save(fig, path)
 
 
 def _draw_dfa(results: Results, path: Path) -> None:
@@ -231,21 +202,19 @@ def _draw_dfa(results: Results, path: Path) -> None:
     if hit is not None and hit.run_ids:
         found = next((d for k, (_, _, d) in _EXTRACTED.items() if Path(k).name == hit.run_ids[0]), None)
     if found is None:
-        from seqzoo.experiments.plots import _pyplot, _save
+        from seqzoo.experiments.plots import panels, save
 
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(4, 1.5))
+        fig, (ax,) = panels(1, width=4, height=1.5)
         ax.axis("off")
         ax.text(0.5, 0.5, "no extracted DFA in this process", ha="center", va="center")
-        _save(fig, plt, path)
+        save(fig, path)
         return
     seed = hit.seeds[0] if hit.seeds else 0
     DFA.from_dict(found).draw(path, title=f"Tomita 4: minimized DFA of sr_gru_sampled (seed {seed})")
 
 
 # ----- card --------------------------------------------------------------------------------------------
-_QUIET = {"progress": False, "tensorboard": False}
-_TRAIN = {"batch_size": 32, "eval_batch_size": 500, **_QUIET}
+_TRAIN = {"batch_size": 32, "eval_batch_size": 500}
 _TINY_TOMITA = {"exhaustive_len": 3, "max_train_len": 5, "n_train": 10, "min_eval_len": 6, "max_eval_len": 7,
                 "min_test_len": 8, "max_test_len": 9, "n_valid": 10, "n_test": 10}
 _TINY_BP = {"max_train_depth": 2, "min_eval_depth": 3, "max_eval_depth": 4, "max_len": 20, "n_train": 16,
@@ -267,8 +236,8 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(train={**_TRAIN, "eval_batch_size": 64},
                       grid=lambda: _entries(_TINY_TOMITA, _TINY_BP, tomita_width=4, centroids=3, bp_width=4,
                                             bp_centroids=2, tomita_steps=2, bp_steps=2),
-                      note="plumbing only: short strings, width 4, 2 steps"),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2, 3, 4), workers=1,
+                      note="plumbing only: short strings, width 4, 2 steps", expected_seconds=20),
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2, 3, 4), workers=1, expected_seconds=260,
                        grid=lambda: _entries({}, {}, tomita_width=32, centroids=10, bp_width=10, bp_centroids=5,
                                              tomita_steps=1500, bp_steps=600),
                        note="Tomita 4: all strings of length ≤ 7 + 2000 random up to 22 (2255), batch 32, 1500 Adam "
