@@ -11,13 +11,18 @@ from typing import Any
 
 
 def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
-    """Parameters of preset ``model`` as a token model over ``vocab`` classes (input and output)."""
+    """Parameters of preset ``model`` as a token model over ``vocab`` classes (input and output), sized by the
+    same rule as a run (``run_config.model_args_for`` with a per-step token task's spec)."""
     import torch
 
     from seqzoo.models import create_model
+    from seqzoo.tasks.base import TaskSpec
+    from seqzoo.training.run_config import model_args_for
 
+    spec = TaskSpec(input_kind="tokens", output_kind="per_step", d_output=vocab, loss="cross_entropy",
+                    metrics=("ce",), primary_metric="ce", vocab_size=vocab)
     with torch.device("meta"):
-        m = create_model(model, **{**model_args, "vocab_size": vocab, "d_input": None, "d_output": vocab})
+        m = create_model(model, **model_args_for(model, model_args, spec))
     return sum(p.numel() for p in m.parameters())
 
 

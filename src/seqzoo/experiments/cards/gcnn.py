@@ -128,9 +128,7 @@ def _check_equal_time(results: Results) -> ClaimResult:
 def measure_latency(results: Results, data: str) -> dict[str, Any]:
     """``model_scoring_latency`` of the card's equal-time pair (fresh weights, one thread)."""
     from seqzoo.experiments.latency import model_scoring_latency
-    from seqzoo.models import create_model
-    from seqzoo.tasks import create_task
-    from seqzoo.training.trainer import fill_model_args
+    from seqzoo.training.run_config import resolve_run
 
     models = []
     for arch in ("glu", "lstm"):
@@ -140,8 +138,7 @@ def measure_latency(results: Results, data: str) -> dict[str, Any]:
 
             raise MissingResult(f"no {arch} entry with budget=time on {data}")
         e = hit.entry
-        task = create_task(e.task, **e.task_args)
-        models.append(create_model(e.model, **fill_model_args(e.model, e.model_args, task)))
+        models.append(resolve_run(e.model, e.task, model_args=e.model_args, task_args=e.task_args, check=False).model)
     return model_scoring_latency(*models, length=LATENCY_LENGTH, batch_size=LATENCY_BATCH, threads=1)
 
 
