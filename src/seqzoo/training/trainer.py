@@ -65,6 +65,7 @@ from seqzoo.training.evaluation import (
     to_device,
 )
 from seqzoo.training.index import RunIndex
+from seqzoo.training.progress import Progress
 from seqzoo.training.runs import (
     CONFIG_FILE,
     ENV_FILE,
@@ -152,17 +153,6 @@ def deterministic_algorithms(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
 
 
-def _progress_wanted(config: TrainConfig, ctx: DistContext) -> bool:
-    if not config.progress or not ctx.is_main:
-        return False
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def _tokens(batch: Batch) -> int:
     x = batch.get("inputs")
     if x is None or not torch.is_tensor(x) or x.dim() == 0:
@@ -228,7 +218,8 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         if not isinstance(model, str) or not isinstance(task, str):
-            raise TypeError(f"model and task must be registered names (str), got {model!r} and {task!r}")
+            raise TypeError(f"model and task must be registered names (str), got {type(model).__name__} and "
+                            f"{type(task).__name__}; register an nn.Module with seqzoo.register_model(name, builder)")
         if task_args is not None and not isinstance(task_args, dict):
             raise TypeError(f"task_args must be a dict, got {type(task_args).__name__}")
         if tags is not None and not isinstance(tags, dict):
@@ -396,10 +387,8 @@ class Trainer:
             self._write_env(start if ckpt is not None else None)
             metrics = MetricsLog(self.run_dir / METRICS_FILE, keep_bytes=int(state["metrics_bytes"]))
             tb = self._open_tensorboard(purge_step=start + 1 if start else None)
-            if _progress_wanted(cfg, ctx):
-                from tqdm import tqdm
-
-                bar = tqdm(total=cfg.steps, initial=start, desc=self.run_id, dynamic_ncols=True, leave=False)
+            if cfg.progress:  # a bar on a terminal, else a plain log line every 30 s (training/progress.py)
+                bar = Progress(cfg.steps, initial=start, desc=self.run_id)
 
         train_model: nn.Module = model
         if ctx.enabled:
