@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqzoo.training import train
 
     _log_to_stderr()  # progress lines off a terminal (training/progress.py)
-    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun only rank 0 prints the summary
+    main_rank = _is_main_rank()
     results = []
     for seed in cfg.seeds:
         config = {**cfg.train, "seed": seed}
@@ -174,14 +174,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_main_rank() -> bool:
+    """False in the non-zero ranks of a ``torchrun`` job (WORLD_SIZE > 1), so only rank 0 prints summaries."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
+    except ValueError:  # malformed variables: training itself reports them
+        return True
+
+
 def _log_to_stderr() -> None:
     """Show seqzoo's INFO log lines (periodic progress off a terminal, run notes) on stderr, once."""
     logger = logging.getLogger("seqzoo")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not the one at creation)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
+        pass
 
 
 def _run_name(name: str | None, seed: int, n: int) -> str | None:

@@ -292,7 +292,7 @@ def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", ba
                                                                         mean + mat.std(0, ddof=1))
             ax.fill_between(common, lo, hi, alpha=0.2, color=color)
         handles.append(line)
-        labels.append(f"{g.label} (n={len(runs)})")
+        labels.append("\n".join(textwrap.wrap(f"{g.label} (n={len(runs)})", 60, subsequent_indent="  ")))
     for task, ax in by_task.items():
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("step")
