@@ -363,3 +363,22 @@ def test_startup_does_not_import_torch_or_cards():
     code = "import sys, seqzoo.layers; print('seqzoo.experiments' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_norm_on_a_recurrent_preset_is_the_cells_normalization(capsys):
+    """`seqzoo.LSTM(norm="atn")` and `seqzoo train --model lstm norm=atn` mean the same thing."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    rc, out, err = run(capsys, "train", "--model", "lstm", "--task", "adding", "norm=atn", "--print-config")
+    assert rc == 0, err
+    assert json.loads(out)["model_args"]["norm"] == "atn"
+    torch.manual_seed(0)
+    a = create_model("lstm", d_input=2, d_model=8, norm="atn")
+    torch.manual_seed(0)
+    b = create_model("lstm", d_input=2, d_model=8, layer_kwargs={"norm": "atn"})
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    rc, _, err = run(capsys, "train", "--model", "lstm_native", "--task", "adding", "norm=layer", "--print-config")
+    assert rc == 2 and "has no cell normalization" in err and "post_norm" in err
