@@ -256,12 +256,24 @@ def _parser_with(func):
     return build
 
 
+def _reraised_import_error() -> ImportError:
+    """What seqzoo.experiments.plots raises when matplotlib is missing: an ImportError from the real one."""
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+        except ModuleNotFoundError as exc:
+            raise ImportError("plots need matplotlib") from exc
+    except ImportError as exc:
+        return exc
+
+
 @pytest.mark.parametrize("exc,expected", [
     (ConfigError("bad key 'x'"), "bad key 'x'"),
     (FileNotFoundError(2, "No such file or directory", "data/x.csv"), "data/x.csv: No such file or directory"),
     (PermissionError(13, "Permission denied", "/ro/runs"), "/ro/runs: Permission denied"),
     (ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"), "pip install 'seqzoo[train]'"),
     (ValueError("seq_len must be >= 2"), "seq_len must be >= 2"),
+    (_reraised_import_error(), "pip install 'seqzoo[train]'"),
 ])
 def test_user_errors_are_one_line(capsys, monkeypatch, exc, expected):
     _fail_with(monkeypatch, exc)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from seqzoo import experiments, layers, models, ops, tasks, training  # noqa: F401
     from seqzoo.layers.dropin import GRU, LSTM, RNN
     from seqzoo.models import create_model, list_models, load_model, model_info, register_model, save_model
-    from seqzoo.training import TrainConfig, evaluate_run, load_run, train
+    from seqzoo.training import TrainConfig, evaluate_run, load_run, train  # noqa: F401
 
 _SUBMODULES = ("experiments", "layers", "models", "ops", "tasks", "training")
 # public name -> module that defines it

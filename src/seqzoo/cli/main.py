@@ -415,6 +415,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _missing_optional_package(exc: BaseException) -> str | None:
+    """The optional package whose absence caused ``exc`` (also when re-raised as an ImportError), else None."""
+    seen: BaseException | None = exc
+    while isinstance(seen, ImportError):
+        top = (seen.name or "").split(".")[0] if isinstance(seen, ModuleNotFoundError) else ""
+        if top in OPTIONAL_EXTRAS:
+            return top
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _one_line(exc: BaseException) -> str | None:
     """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
     if isinstance(exc, SeqzooError):
@@ -423,8 +434,8 @@ def _one_line(exc: BaseException) -> str | None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, FILE_ERRORS):
         return str(exc)
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in OPTIONAL_EXTRAS:
-        package = exc.name.split(".")[0]
+    package = _missing_optional_package(exc)
+    if package is not None:
         return f"this needs the optional package {package!r}: pip install 'seqzoo[{OPTIONAL_EXTRAS[package]}]'"
     if isinstance(exc, LEGACY_USER_ERRORS):
         return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
