@@ -311,7 +311,7 @@ def test_list_models_shows_parameter_counts(capsys):
     assert out.splitlines()[0].split()[:2] == ["model", "params"]
 
 
-def test_list_tasks_builds_no_task_and_names_its_cards(capsys, monkeypatch):
+def test_list_tasks_builds_no_task_and_names_its_paper(capsys, monkeypatch):
     import functools
 
     from seqzoo.tasks import TASKS
@@ -327,7 +327,8 @@ def test_list_tasks_builds_no_task_and_names_its_cards(capsys, monkeypatch):
     rc, out, err = run(capsys, "list", "tasks")
     assert rc == 0, err
     row = next(ln for ln in out.splitlines() if ln.startswith("memorization "))
-    assert "memorization" in row.split(None, 1)[1]  # the card of the same name trains on it
+    assert "Illium et al. 2022" in row
+    assert out.splitlines()[0].split()[:2] == ["task", "paper"]
 
 
 def test_help_shows_defaults_and_points_at_list(capsys):

@@ -33,7 +33,7 @@ LEGACY_USER_ERRORS = (ValueError, KeyError)
 
 
 # ----------------------------------------------------------------------------------------------
-# list
+# tables
 # ----------------------------------------------------------------------------------------------
 def _terminal_width() -> int | None:
     """Columns of the terminal (or $COLUMNS); None when stdout is not a terminal (pipes get whole lines)."""
@@ -42,21 +42,28 @@ def _terminal_width() -> int | None:
 
 
 def _table(rows: list[list[str]], header: list[str], width: int | None = None) -> str:
-    """Left-aligned columns; with ``width``, the last column is cut (with "…") so each line fits in it."""
+    """Left-aligned columns; with ``width``, columns are cut (with "…") from the right until each line fits.
+
+    The first column (the name) is never cut, and no column is cut below 12 characters.
+    """
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
-    room = None if width is None else max(width - sum(widths[:-1]) - 2 * (len(widths) - 1), 12)
+    if width is not None:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        for i in reversed(range(1, len(widths))):
+            cut = max(0, min(excess, widths[i] - 12))
+            widths[i] -= cut
+            excess -= cut
 
     def line(cells: Sequence[str]) -> str:
-        *first, last = cells
-        if room is not None and len(last) > room:
-            last = last[:room - 1] + "…"
-        return fmt.format(*first, last).rstrip()
+        cut = [c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(cells, widths)]
+        return "  ".join(f"{c:<{w}}" for c, w in zip(cut, widths)).rstrip()
 
-    rule = ["-" * w for w in widths[:-1]] + ["-" * min(widths[-1], room or widths[-1])]
-    return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+# ----------------------------------------------------------------------------------------------
+# list
+# ----------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     header, rows, records = {"models": _list_models, "tasks": _list_tasks,
                              "experiments": _list_experiments}[args.what](args.pattern)
@@ -100,28 +107,12 @@ def _fmt_count(n: int | None) -> str:
 def _list_tasks(pattern: str | None) -> tuple[list[str], list[list[str]], list[dict]]:
     from seqzoo.tasks import list_tasks, task_info
 
-    used_by = _cards_by_task()
     rows, records = [], []
-    for name in list_tasks(pattern):  # static information only: no task is built (some would read data)
+    for name in list_tasks(pattern):  # static class information only: no task is built (some would read data)
         info = task_info(name)
-        cards = used_by.get(name, [])
-        rows.append([name, ", ".join(c["name"] for c in cards) or "-", info["description"].split("\n")[0]])
-        records.append({"name": name, "version": info["version"], "description": info["description"],
-                        "defaults": info["defaults"], "cards": cards})
-    return ["task", "cards", "description"], rows, records
-
-
-def _cards_by_task() -> dict[str, list[dict[str, str]]]:
-    """Task name -> the experiment cards (name, paper) whose default scale trains on it."""
-    from seqzoo.experiments import get_experiment, list_experiments
-
-    out: dict[str, list[dict[str, str]]] = {}
-    for name in list_experiments():
-        card = get_experiment(name)
-        scale = "small" if "small" in card.scales else next(iter(card.scales))
-        for task in sorted({e.task for e in card.entries(scale)}):
-            out.setdefault(task, []).append({"name": card.name, "paper": card.paper})
-    return out
+        rows.append([name, info.get("paper") or "-", info["description"].split("\n")[0]])
+        records.append(info)
+    return ["task", "paper", "description"], rows, records
 
 
 def _list_experiments(pattern: str | None) -> tuple[list[str], list[list[str]], list[dict]]:
