@@ -395,3 +395,16 @@ def test_norm_on_a_recurrent_preset_is_the_cells_normalization(capsys):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     rc, _, err = run(capsys, "train", "--model", "lstm_native", "--task", "adding", "norm=layer", "--print-config")
     assert rc == 2 and "has no cell normalization" in err and "post_norm" in err
+
+
+def test_train_with_a_module_says_so_in_one_line(tmp_path):
+    """`seqzoo.train(nn_module, ...)` used to print the whole module's repr in its TypeError."""
+    import torch
+
+    import seqzoo
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(20)])
+    with pytest.raises(TypeError) as info:
+        seqzoo.train(model, "adding", out=tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "Sequential" in msg and "register_model" in msg and len(msg) < 200
