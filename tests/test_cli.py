@@ -192,3 +192,219 @@ def test_console_script(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "did you mean 'seq_len' (task)?" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 15: overrides anywhere, eval of several runs, errors, list, help, start-up
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["--model", "lstm", "--task", "adding", "seq_len=50", "--seeds", "0", "1", "--out", "runs/", "steps=5"],
+    ["--model", "lstm", "--task", "adding", "seq_len=50", "--seeds", "0", "1", "steps=5"],
+    ["steps=5", "--model", "lstm", "seq_len=50", "--task", "adding", "--seeds", "0", "1"],
+    ["--seeds", "0", "1", "seq_len=50", "steps=5", "--model=lstm", "--task", "adding"],
+])
+def test_overrides_anywhere_on_the_line(capsys, argv):
+    rc, out, err = run(capsys, "train", *argv, "--print-config")
+    assert rc == 0, err
+    cfg = json.loads(out)
+    assert cfg["overrides"]["task"] == {"seq_len": 50} and cfg["overrides"]["train"] == {"steps": 5}
+    assert cfg["seeds"] == [0, 1]
+
+
+def test_an_option_value_with_equals_is_not_an_override(capsys, tmp_path):
+    from seqzoo.cli.main import build_parser, split_overrides
+
+    rest, overrides = split_overrides(build_parser(), ["--name", "a=b", "--out", "x=y", "steps=3", "--resume"])
+    assert rest == ["--name", "a=b", "--out", "x=y", "--resume"] and overrides == ["steps=3"]
+
+
+def test_eval_several_runs_prints_a_table_and_json(capsys, tmp_path):
+    out_dir = tmp_path / "runs"
+    rc = main(["train", "--model", "gru", "--task", "adding", "seq_len=6", "steps=3", "d_model=4", "eval_every=3",
+               "tensorboard=false", "progress=false", "--seeds", "0", "1", "--out", str(out_dir)])
+    assert rc == 0
+    capsys.readouterr()
+    runs = sorted(str(p.parent) for p in out_dir.glob("*/config.json"))
+    rc, out, err = run(capsys, "eval", *runs, "--split", "valid")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", "valid", "mse"] and len(lines) == 4
+    rc, out, _ = run(capsys, "eval", *runs, "--json")
+    assert rc == 0 and sorted(json.loads(out)) == runs and "mse" in json.loads(out)[runs[0]]
+    rc, _, err = run(capsys, "eval", runs[0], str(tmp_path / "nope"))
+    assert rc == 2 and "nope is not a run directory" in err
+
+
+def _fail_with(monkeypatch, exc: BaseException) -> None:
+    import seqzoo.cli.main as cli
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_list", boom)
+    monkeypatch.setattr(cli, "build_parser", _parser_with(boom))
+
+
+def _parser_with(func):
+    from seqzoo.cli.main import build_parser as real
+
+    def build():
+        p = real()
+        p._subparsers._group_actions[0].choices["list"].set_defaults(func=func)
+        return p
+
+    return build
+
+
+def _reraised_import_error() -> ImportError:
+    """What seqzoo.experiments.plots raises when matplotlib is missing: an ImportError from the real one."""
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+        except ModuleNotFoundError as exc:
+            raise ImportError("plots need matplotlib") from exc
+    except ImportError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("exc,expected", [
+    (ConfigError("bad key 'x'"), "bad key 'x'"),
+    (FileNotFoundError(2, "No such file or directory", "data/x.csv"), "data/x.csv: No such file or directory"),
+    (PermissionError(13, "Permission denied", "/ro/runs"), "/ro/runs: Permission denied"),
+    (ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"), "pip install 'seqzoo[train]'"),
+    (ValueError("seq_len must be >= 2"), "seq_len must be >= 2"),
+    (_reraised_import_error(), "pip install 'seqzoo[train]'"),
+])
+def test_user_errors_are_one_line(capsys, monkeypatch, exc, expected):
+    _fail_with(monkeypatch, exc)
+    rc, _, err = run(capsys, "list", "models")
+    assert rc == 2 and err.strip() == err.strip().splitlines()[0] and expected in err
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("shape mismatch"), TypeError("unsupported operand"),
+                                 ImportError("cannot import name 'x'"),
+                                 ModuleNotFoundError("No module named 'seqzoo.nope'", name="seqzoo.nope"),
+                                 OSError("no file attached")])
+def test_bugs_keep_their_traceback(capsys, monkeypatch, exc):
+    _fail_with(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        main(["list", "models"])
+
+
+def test_list_json_and_width(capsys, monkeypatch):
+    for what, name in (("models", "lstm"), ("tasks", "adding"), ("experiments", "memorization")):
+        rc, out, _ = run(capsys, "list", what, "--json")
+        assert rc == 0 and name in {r["name"] for r in json.loads(out)}
+    monkeypatch.setenv("COLUMNS", "70")
+    for what in ("models", "tasks", "experiments"):
+        rc, out, _ = run(capsys, "list", what)
+        assert rc == 0 and max(len(ln) for ln in out.splitlines()) <= 70
+
+
+def test_list_models_shows_parameter_counts(capsys):
+    rc, out, _ = run(capsys, "list", "models", "lstm", "--json")
+    (rec,) = json.loads(out)
+    from seqzoo.models import create_model
+
+    assert rec["params"] == sum(p.numel() for p in create_model("lstm").parameters())
+    rc, out, _ = run(capsys, "list", "models", "lstm")
+    assert out.splitlines()[0].split()[:2] == ["model", "params"]
+
+
+def test_list_tasks_builds_no_task_and_names_its_paper(capsys, monkeypatch):
+    import functools
+
+    from seqzoo.tasks import TASKS
+
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+
+        @functools.wraps(cls.__init__)  # task_info still reads the signature
+        def refuse(self, *a, **k):
+            raise AssertionError(f"list tasks built {type(self).__name__}")
+
+        monkeypatch.setattr(cls, "__init__", refuse)
+    rc, out, err = run(capsys, "list", "tasks")
+    assert rc == 0, err
+    row = next(ln for ln in out.splitlines() if ln.startswith("memorization "))
+    assert "Illium et al. 2022" in row
+    assert out.splitlines()[0].split()[:2] == ["task", "paper"]
+
+
+def test_help_shows_defaults_and_points_at_list(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: runs)" in out and "seqzoo list models" in out and "seqzoo list tasks" in out
+
+
+def test_only_rank_0_prints_the_train_summary(capsys, monkeypatch):
+    import seqzoo.training
+
+    fake = types.SimpleNamespace(status="finished", steps=1, best_step=1, valid={"mse": 1.0}, test={"mse": 1.0},
+                                 wall_time=0.1, run_dir="r")
+    monkeypatch.setattr(seqzoo.training, "train", lambda *a, **k: fake)
+    argv = ["train", "--model", "lstm", "--task", "adding", "seq_len=5", "steps=1"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    rc, out, _ = run(capsys, *argv)
+    assert rc == 0 and out == ""
+    monkeypatch.setenv("RANK", "0")
+    rc, out, _ = run(capsys, *argv)
+    assert rc == 0 and "seed 0: finished" in out and "mean ± std" in out
+
+
+def test_closed_pipe_is_quiet(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "seqzoo.cli.main", "list", "experiments"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command writes (like `| head -1` on a long listing)
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_startup_does_not_import_torch_or_cards():
+    code = ("import sys\nfrom seqzoo.cli.main import main\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "import seqzoo\nassert seqzoo.__version__\n"
+            "print(sorted(m for m in ('torch', 'seqzoo.experiments', 'seqzoo.layers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    code = "import sys, seqzoo.layers; print('seqzoo.experiments' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_norm_on_a_recurrent_preset_is_the_cells_normalization(capsys):
+    """`seqzoo.LSTM(norm="atn")` and `seqzoo train --model lstm norm=atn` mean the same thing."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    rc, out, err = run(capsys, "train", "--model", "lstm", "--task", "adding", "norm=atn", "--print-config")
+    assert rc == 0, err
+    assert json.loads(out)["model_args"]["norm"] == "atn"
+    torch.manual_seed(0)
+    a = create_model("lstm", d_input=2, d_model=8, norm="atn")
+    torch.manual_seed(0)
+    b = create_model("lstm", d_input=2, d_model=8, layer_kwargs={"norm": "atn"})
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    rc, _, err = run(capsys, "train", "--model", "lstm_native", "--task", "adding", "norm=layer", "--print-config")
+    assert rc == 2 and "has no cell normalization" in err and "post_norm" in err
+
+
+def test_train_with_a_module_says_so_in_one_line(tmp_path):
+    """`seqzoo.train(nn_module, ...)` used to print the whole module's repr in its TypeError."""
+    import torch
+
+    import seqzoo
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(20)])
+    with pytest.raises(TypeError) as info:
+        seqzoo.train(model, "adding", out=tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "Sequential" in msg and "register_model" in msg and len(msg) < 200

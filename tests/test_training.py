@@ -22,9 +22,7 @@ from seqzoo.training import (
 )
 from seqzoo.training.checkpoint import flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
 from seqzoo.training.config import ConfigError
-from seqzoo.training.distributed import DistContext
 from seqzoo.training.schedule import LRSchedule, build_optimizer
-from seqzoo.training.trainer import _progress_wanted
 
 TASK_ARGS = {"seq_len": 12, "n_valid": 64, "n_test": 64}
 MODEL_ARGS = {"d_model": 8}
@@ -270,20 +268,4 @@ def test_unknown_names_and_arguments(tmp_path):
         train("lstm", "adding", out=tmp_path, config={"step": 3})
     with pytest.raises(TypeError, match="TrainConfig"):
         train("lstm", "adding", out=tmp_path, config=[("steps", 3)])
-
-
-class FakeTTY:
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_is_off_without_a_tty_or_in_ci(monkeypatch):
-    cfg, main = TrainConfig(progress=True), DistContext()
-    monkeypatch.setenv("CI", "true")
-    assert not _progress_wanted(cfg, main)
-    monkeypatch.delenv("CI")
-    monkeypatch.setattr("sys.stderr", FakeTTY())
-    assert _progress_wanted(cfg, main)
-    assert not _progress_wanted(TrainConfig(progress=False), main)
-    assert not _progress_wanted(cfg, DistContext(rank=1, world_size=2))
 

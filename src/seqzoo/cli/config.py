@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import closest, signature_params
-from seqzoo.training.run_config import RunConfig
+
+if TYPE_CHECKING:  # the CLI starts without torch; the training tier loads when a run is resolved
+    from seqzoo.training.run_config import RunConfig
 
 NAMESPACES = ("model", "task", "train")
 

@@ -1,77 +1,127 @@
 """``seqzoo`` command line: list / train / eval / compare / bench / reproduce / report.
 
-Everything heavy (training, plotting, the speed harness) is imported inside the command that needs
-it, so ``seqzoo list`` starts fast. Errors caused by the user's input (unknown names, keys, values,
-missing files) print one line to stderr and exit with status 2; set ``SEQZOO_DEBUG=1`` to get the
-traceback instead.
+Everything heavy (torch, training, plotting, the speed harness) is imported inside the command that needs it, so
+``seqzoo --help`` and ``--version`` start without torch. A user error (``seqzoo.errors.SeqzooError``, an argument
+error, a file that cannot be opened) prints one line to stderr and exits with status 2; any other exception is a
+bug and keeps its traceback. ``SEQZOO_DEBUG=1`` shows the traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqzoo.cli.config import ConfigError, parse_assignments, resolve_config
-from seqzoo.registry_utils import UnknownNameError
+from seqzoo._version import __version__
+from seqzoo.cli.config import parse_assignments, resolve_config
+from seqzoo.errors import RunError, SeqzooError
 
-USER_ERRORS = (ConfigError, UnknownNameError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-               ImportError, RuntimeError)
+# optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies])
+OPTIONAL_EXTRAS = {"safetensors": "train", "tqdm": "train", "tensorboard": "train", "matplotlib": "train",
+                   "sklearn": "train", "scipy": "train", "statsmodels": "forecast", "numba": "fast",
+                   "aeon": "timeseries", "pyts": "timeseries", "ray": "ray"}
+# OSErrors that are about the user's files even when they carry no file name
+FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Plain ValueError/KeyError are still raised for user mistakes in places not yet converted to seqzoo.errors;
+# they print as one line until then (RuntimeError, TypeError, ImportError ... keep their traceback).
+LEGACY_USER_ERRORS = (ValueError, KeyError)
 
 
-class CLIError(Exception):
-    """An error message for the user (no traceback)."""
+# ----------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------
+def _terminal_width() -> int | None:
+    """Columns of the terminal (or $COLUMNS); None when stdout is not a terminal (pipes get whole lines)."""
+    cols = shutil.get_terminal_size(fallback=(0, 0)).columns
+    return cols or None
+
+
+def _table(rows: list[list[str]], header: list[str], width: int | None = None) -> str:
+    """Left-aligned columns; with ``width``, columns are cut (with "…") from the right until each line fits.
+
+    The first column (the name) is never cut, and no column is cut below 12 characters.
+    """
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    if width is not None:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        for i in reversed(range(1, len(widths))):
+            cut = max(0, min(excess, widths[i] - 12))
+            widths[i] -= cut
+            excess -= cut
+
+    def line(cells: Sequence[str]) -> str:
+        cut = [c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(cells, widths)]
+        return "  ".join(f"{c:<{w}}" for c, w in zip(cut, widths)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 # ----------------------------------------------------------------------------------------------
 # list
 # ----------------------------------------------------------------------------------------------
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    return "\n".join([*lines, *(fmt.format(*r) for r in rows)])
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "models":
-        from seqzoo.models import list_models, model_info
-
-        rows = []
-        for name in list_models(args.pattern):
-            info = model_info(name)
-            rows.append([name, info["description"] + (f" ({info['paper']})" if info["paper"] else "")])
-        print(_table(rows, ["model", "description"]))
-    elif args.what == "tasks":
-        from seqzoo.tasks import create_task, list_tasks, task_info
-
-        rows = []
-        for name in list_tasks(args.pattern):
-            info = task_info(name)
-            desc = info["description"].split("\n")[0]
-            try:
-                spec = create_task(name).spec
-                kind = f"{spec.input_kind}->{spec.output_kind}, {spec.primary_metric}"
-            except Exception:  # a task whose defaults need data still lists
-                kind = ""
-            rows.append([name, kind, desc])
-        print(_table(rows, ["task", "kind, metric", "description"]))
-    else:
+    if args.what == "experiments":  # one block per card (claims, models, tasks, expected times): catalog.py
         from seqzoo.experiments.catalog import describe_all, format_experiments
 
-        if getattr(args, "json", False):
-            print(json.dumps(describe_all(args.pattern), indent=1))
+        if args.json:
+            print(json.dumps(describe_all(args.pattern), indent=2, default=str))
         else:
-            print(format_experiments(args.pattern))
+            print(format_experiments(args.pattern, width=_terminal_width()))
+        return 0
+    header, rows, records = {"models": _list_models, "tasks": _list_tasks}[args.what](args.pattern)
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+    else:
+        print(_table(rows, header, width=_terminal_width()))
     return 0
 
 
-# ----------------------------------------------------------------------------------------------
-# train
-# ----------------------------------------------------------------------------------------------
+def _list_models(pattern: str | None) -> tuple[list[str], list[list[str]], list[dict]]:
+    from seqzoo.models import list_models, model_info
+
+    rows, records = [], []
+    for name in list_models(pattern):
+        info = model_info(name)
+        n = _param_count(name)
+        rows.append([name, _fmt_count(n), info["description"] + (f" ({info['paper']})" if info["paper"] else "")])
+        records.append({"name": name, "params": n, "description": info["description"], "paper": info["paper"],
+                        "defaults": info.get("defaults", {})})
+    return ["model", "params", "description"], rows, records
+
+
+def _param_count(name: str) -> int | None:
+    """Parameters of the preset built at its default sizes on the CPU (None when the defaults cannot build)."""
+    from seqzoo.models import create_model
+
+    try:
+        model = create_model(name)
+    except Exception:  # noqa: BLE001 - a preset whose defaults need a task's sizes still lists
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _list_tasks(pattern: str | None) -> tuple[list[str], list[list[str]], list[dict]]:
+    from seqzoo.tasks import list_tasks, task_info
+
+    rows, records = [], []
+    for name in list_tasks(pattern):  # static class information only: no task is built (some would read data)
+        info = task_info(name)
+        rows.append([name, info.get("paper") or "-", info["description"].split("\n")[0]])
+        records.append(info)
+    return ["task", "paper", "description"], rows, records
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     assignments = parse_assignments(args.overrides)
     if args.data_dir:
@@ -83,14 +133,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqzoo.experiments.card import Stat
     from seqzoo.training import train
 
+    _log_to_stderr()  # progress lines off a terminal (training/progress.py)
+    main_rank = _is_main_rank()
     results = []
     for seed in cfg.seeds:
         res = train(cfg.for_seed(seed), out=args.out, resume=args.resume,
                     run_name=_run_name(args.name, seed, len(cfg.seeds)))
         results.append(res)
-        print(f"seed {seed}: {res.status}, {res.steps} steps (best {res.best_step}), "
-              f"valid {_fmt_metrics(res.valid)}, test {_fmt_metrics(res.test)}, {res.wall_time:.1f} s -> {res.run_dir}",
-              flush=True)
+        if main_rank:
+            print(f"seed {seed}: {res.status}, {res.steps} steps (best {res.best_step}), valid "
+                  f"{_fmt_metrics(res.valid)}, test {_fmt_metrics(res.test)}, {res.wall_time:.1f} s -> {res.run_dir}",
+                  flush=True)
     rows = []
     for split in ("valid", "test"):
         names = sorted({m for r in results for m in getattr(r, split)})
@@ -98,10 +151,40 @@ def cmd_train(args: argparse.Namespace) -> int:
             vals = [getattr(r, split)[m] for r in results if m in getattr(r, split)]
             st = Stat.of(vals)
             rows.append([f"{split} {m}", str(st.n), f"{st.mean:.4g} ± {st.std:.2g}"])
-    if rows:
+    if rows and main_rank:
         print()
         print(_table(rows, ["metric", "n", "mean ± std over seeds"]))
     return 0
+
+
+def _is_main_rank() -> bool:
+    """False in the non-zero ranks of a ``torchrun`` job (WORLD_SIZE > 1), so only rank 0 prints summaries."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
+    except ValueError:  # malformed variables: training itself reports them
+        return True
+
+
+def _log_to_stderr() -> None:
+    """Show seqzoo's INFO log lines (periodic progress off a terminal, run notes) on stderr, once."""
+    logger = logging.getLogger("seqzoo")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not the one at creation)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
+        pass
 
 
 def _run_name(name: str | None, seed: int, n: int) -> str | None:
@@ -118,18 +201,25 @@ def _fmt_metrics(d: dict) -> str:
 # eval
 # ----------------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    run = Path(args.run)
-    if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{run} is not a run directory (no config.json)")
+    runs = [Path(r) for r in args.runs]
+    for run in runs:  # check every run before evaluating any
+        if not (run / "config.json").is_file():
+            raise RunError(f"{run} is not a run directory (no config.json)")
     from seqzoo.training import evaluate_run
 
-    metrics = evaluate_run(run, split=args.split, data_dir=args.data_dir)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
+    results = {str(run): evaluate_run(run, split=args.split, data_dir=args.data_dir) for run in runs}
+    if args.json:  # one run: its metrics; several: {run directory: metrics}
+        print(json.dumps(next(iter(results.values())) if len(results) == 1 else results))
+    elif len(results) == 1:
+        run, metrics = next(iter(results.items()))
         print(f"{run} ({args.split})")
         for k, v in metrics.items():
             print(f"  {k}: {v:.6g}")
+    else:
+        names = list(dict.fromkeys(m for metrics in results.values() for m in metrics))
+        rows = [[run, *(f"{metrics[m]:.6g}" if m in metrics else "-" for m in names)]
+                for run, metrics in results.items()]
+        print(_table(rows, ["run", *(f"{args.split} {m}" for m in names)]))
     return 0
 
 
@@ -140,11 +230,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from seqzoo.experiments.compare import format_table, group_runs, load_runs, plot_groups
 
     records = load_runs(args.runs, index=args.index)
-    groups = group_runs(records, args.metric, args.split)
-    print(format_table(groups, args.metric, args.split))
+    # a train-only metric (loss) has no table but can still be plotted with --curve-split train
+    groups = group_runs(records, args.metric, args.split, require=not (args.plot and args.curve_split == "train"))
+    if any(g.stat is not None for g in groups):
+        print(format_table(groups, args.metric, args.split))
+    else:
+        print(f"(no {args.split} {args.metric} in the runs' results: no table)")
     if args.plot:
         path = plot_groups(groups, args.metric, args.plot, split=args.curve_split, band=args.band)
-        print(f"plot: {path}")
+        print(f"plot: {path}")  # the file written (".png" is added to a name without a suffix)
     return 0
 
 
@@ -156,7 +250,7 @@ def cmd_bench(argv: list[str]) -> int:
         from seqzoo.experiments import bench
     except ModuleNotFoundError as exc:
         if exc.name == "seqzoo.experiments.bench":
-            raise CLIError("the speed harness seqzoo.experiments.bench is not installed in this version") from None
+            raise SeqzooError("the speed harness seqzoo.experiments.bench is not installed in this version") from None
         raise
     rc = bench.main(argv)
     return int(rc or 0)
@@ -198,45 +292,61 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 # parser
 # ----------------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after an option's help, except when the default is None or False (nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqzoo", description="Recurrent and long-range sequence models: train, "
-                                "compare, benchmark and check papers' claims.")
-    p.add_argument("--version", action="version", version=f"seqzoo {_version()}")
+    fmt = _HelpFormatter  # every option's help shows its default
+    p = argparse.ArgumentParser(prog="seqzoo", formatter_class=fmt,
+                                description="Recurrent and long-range sequence models: train, compare, benchmark "
+                                "and check papers' claims. `seqzoo list models|tasks|experiments` shows the names.")
+    p.add_argument("--version", action="version", version=f"seqzoo {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    sp = sub.add_parser("list", help="list registered models, tasks or experiments")
+    sp = sub.add_parser("list", formatter_class=fmt, help="list registered models, tasks or experiments")
     sp.add_argument("what", choices=["models", "tasks", "experiments"])
     sp.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'lstm*'")
+    sp.add_argument("--json", action="store_true", help="print the full records as JSON")
     sp.set_defaults(func=cmd_list)
 
-    sp = sub.add_parser("train", help="train a model on a task for one or more seeds",
-                        description="key=value pairs go to the model, the task or TrainConfig by name "
-                                    "(prefix model./task./train. when a key is ambiguous); values are JSON "
+    sp = sub.add_parser("train", formatter_class=fmt, help="train a model on a task for one or more seeds",
+                        description="key=value pairs (anywhere on the line) go to the model, the task or TrainConfig "
+                                    "by name (prefix model./task./train. when a key is ambiguous); values are JSON "
                                     "literals where possible, else strings.")
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--task", required=True)
-    sp.add_argument("overrides", nargs="*", metavar="key=value")
-    sp.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run one after another (default 0)")
+    sp.add_argument("--model", required=True, help="model preset (see `seqzoo list models`)")
+    sp.add_argument("--task", required=True, help="task (see `seqzoo list tasks`)")
+    sp.add_argument("overrides", nargs="*", metavar="key=value", help="model, task or train setting")
+    sp.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="seeds to run one after another (default: seed=... or 0)")
     sp.add_argument("--out", default="runs", help="output folder (runs and index.sqlite)")
-    sp.add_argument("--name", default=None, help="run directory name (default: derived from the config)")
+    sp.add_argument("--name", default=None, help="run directory name (default: <task>-<model>-s<seed>-<hash>)")
     sp.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     sp.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     sp.add_argument("--data-dir", default=None, help="folder of real data sets (sets SEQZOO_DATA)")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("eval", help="evaluate a finished run's best weights on a split")
-    sp.add_argument("run", help="run directory")
-    sp.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    sp.add_argument("--data-dir", default=None)
-    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp = sub.add_parser("eval", formatter_class=fmt, help="evaluate finished runs' best weights on a split")
+    sp.add_argument("runs", nargs="+", metavar="run", help="run directories (several print a table)")
+    sp.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to evaluate")
+    sp.add_argument("--data-dir", default=None, help="folder of real data sets")
+    sp.add_argument("--json", action="store_true",
+                    help="print JSON: the metrics of one run, or {run directory: metrics} for several")
     sp.set_defaults(func=cmd_eval)
 
-    sp = sub.add_parser("compare", help="table (and plot) of a metric over runs grouped by configuration")
+    sp = sub.add_parser("compare", formatter_class=fmt,
+                        help="table (and plot) of a metric over runs grouped by configuration")
     sp.add_argument("runs", nargs="*", help="run directories, glob patterns or output folders")
-    sp.add_argument("--metric", required=True)
+    sp.add_argument("--metric", required=True, help="metric name, e.g. mse or accuracy (loss with --curve-split "
+                                                     "train)")
     sp.add_argument("--split", default="test", choices=["valid", "test"], help="split of the table's metric")
-    sp.add_argument("--plot", default=None, help="write learning curves to this PNG")
+    sp.add_argument("--plot", default=None, help="write learning curves (one panel per task) to this PNG")
     sp.add_argument("--curve-split", default="valid", choices=["train", "valid"], help="split of the curves")
     sp.add_argument("--band", default="minmax", choices=["minmax", "std"], help="band around the mean curve")
     sp.add_argument("--index", default=None, help="read runs from this index.sqlite instead of directories")
@@ -260,20 +370,80 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_reproduce)
 
-    sp = sub.add_parser("report", help="render every card with results to Markdown with plots")
+    sp = sub.add_parser("report", formatter_class=fmt, help="render every card with results to Markdown with plots")
     sp.add_argument("--out", default="runs", help="folder holding index.sqlite")
     sp.add_argument("--output", default=None, help="Markdown page to write (default: <out>/results.md)")
     sp.set_defaults(func=cmd_report)
     return p
 
 
-def _version() -> str:
-    try:
-        import seqzoo
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split a ``train`` command line into (options and arguments, ``key=value`` overrides).
 
-        return seqzoo.__version__
-    except Exception:  # pragma: no cover
-        return "?"
+    A token is an override when it contains ``=``, does not start with ``-`` and is not the value of an option
+    that takes one (``--name a=b``), so overrides may stand anywhere: before, between or after the options,
+    also right after ``--seeds 0 1``.
+    """
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    options = sub.choices["train"]._option_string_actions  # noqa: SLF001
+    rest: list[str] = []
+    overrides: list[str] = []
+    takes_value = False
+    for i, tok in enumerate(argv):
+        if takes_value:
+            rest.append(tok)
+            takes_value = False
+        elif tok == "--":
+            rest.extend(argv[i:])
+            break
+        elif tok.startswith("-"):
+            rest.append(tok)
+            matches = [a for o, a in options.items() if o == tok] or [a for o, a in options.items()
+                                                                     if o.startswith(tok) and tok.startswith("--")]
+            takes_value = len({id(a) for a in matches}) == 1 and matches[0].nargs is None and "=" not in tok
+        elif "=" in tok:
+            overrides.append(tok)
+        else:
+            rest.append(tok)
+    return rest, overrides
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
+    command = next((i for i, tok in enumerate(argv) if not tok.startswith("-")), None)
+    if command is None or argv[command] != "train":
+        return parser.parse_args(argv)
+    rest, overrides = split_overrides(parser, argv[command + 1:])
+    args = parser.parse_args([*argv[:command + 1], *rest])
+    args.overrides = [*overrides, *args.overrides]
+    return args
+
+
+def _missing_optional_package(exc: BaseException) -> str | None:
+    """The optional package whose absence caused ``exc`` (also when re-raised as an ImportError), else None."""
+    seen: BaseException | None = exc
+    while isinstance(seen, ImportError):
+        top = (seen.name or "").split(".")[0] if isinstance(seen, ModuleNotFoundError) else ""
+        if top in OPTIONAL_EXTRAS:
+            return top
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _one_line(exc: BaseException) -> str | None:
+    """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, SeqzooError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, FILE_ERRORS):
+        return str(exc)
+    package = _missing_optional_package(exc)
+    if package is not None:
+        return f"this needs the optional package {package!r}: pip install 'seqzoo[{OPTIONAL_EXTRAS[package]}]'"
+    if isinstance(exc, LEGACY_USER_ERRORS):
+        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,21 +452,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("SEQZOO_DEBUG", "") not in ("", "0")
     try:
         if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
-        args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
-    except CLIError as exc:
-        print(f"seqzoo: error: {exc}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as exc:
-        if debug:
-            raise
-        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"seqzoo: error: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
-        return 2
+            rc = cmd_bench(argv[1:])
+        else:
+            args = _parse(argv)
+            rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return rc
+    except BrokenPipeError:  # `seqzoo list models | head -1`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 141  # 128 + SIGPIPE, what the shell reports for a process killed by it
     except KeyboardInterrupt:
         print("seqzoo: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = _one_line(exc)
+        if message is None or debug:
+            raise
+        print(f"seqzoo: error: {message or type(exc).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

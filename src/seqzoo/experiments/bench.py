@@ -73,9 +73,9 @@ class _Anchor(nn.Module):
 
 
 def _build_layer(name: str, input_size: int, hidden: int) -> nn.Module:
-    import seqzoo
+    from seqzoo.models import create_model
 
-    model = seqzoo.create_model(name, d_input=input_size, d_model=hidden, encoder="none", d_output=1)
+    model = create_model(name, d_input=input_size, d_model=hidden, encoder="none", d_output=1)
     layers = getattr(model, "layers", None)
     if not layers:
         raise ValueError(f"bench: model {name!r} has no `layers` to time (expected a SequenceModel-like backbone)")

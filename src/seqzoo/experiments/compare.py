@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,11 +166,16 @@ def available_metrics(records: Sequence[RunRecord], split: str) -> list[str]:
     return sorted({m for r in records for m in (r.test if split == "test" else r.valid)})
 
 
-def group_runs(records: Sequence[RunRecord], metric: str, split: str = "test") -> list[Group]:
-    """Groups of runs that differ only in the seed, each with mean ± std of ``metric`` on ``split``."""
+def group_runs(records: Sequence[RunRecord], metric: str, split: str = "test", *, require: bool = True
+               ) -> list[Group]:
+    """Groups of runs that differ only in the seed, each with mean ± std of ``metric`` on ``split``.
+
+    A metric no run has on ``split`` is an error unless ``require=False`` (then every ``stat`` is None: a
+    train-only metric such as ``loss`` can still be plotted from the curves).
+    """
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    if metric not in available_metrics(records, split):
+    if require and metric not in available_metrics(records, split):
         from seqzoo.registry_utils import unknown_message
 
         raise ValueError(unknown_message(f"{split} metric", metric, available_metrics(records, split) or ["(none)"]))
@@ -204,32 +210,110 @@ def _labels(reps: Sequence[RunRecord]) -> list[str]:
     return out
 
 
-def format_table(groups: Sequence[Group], metric: str, split: str = "test") -> str:
-    """A plain-text table: group, n, mean ± std (sample std over seeds), min, max."""
+TABLE_WIDTH = 120  # the table's lines stay within this many characters; long group labels wrap
+
+
+def format_table(groups: Sequence[Group], metric: str, split: str = "test", width: int = TABLE_WIDTH) -> str:
+    """A plain-text table: group, n, mean ± std (sample std over seeds), min, max, seeds.
+
+    Lines fit in ``width`` characters: a group label longer than its column wraps onto continuation lines
+    (indented), and a long seed list is abbreviated to its first and last seeds.
+    """
     header = ["group", "n", f"{split} {metric} mean ± std", "min", "max", "seeds"]
     rows = []
     for g in groups:
         if g.stat is None:
             rows.append([g.label, "0", "—", "", "", ""])
             continue
+        seeds = [r.seed for r in g.runs]
+        seed_text = (",".join(map(str, seeds)) if len(seeds) <= 6
+                     else f"{seeds[0]},{seeds[1]},…,{seeds[-1]} ({len(seeds)})")
         rows.append([g.label, str(g.stat.n), f"{g.stat.mean:.4g} ± {g.stat.std:.2g}", f"{min(g.stat.values):.4g}",
-                     f"{max(g.stat.values):.4g}", ",".join(str(r.seed) for r in g.runs)])
+                     f"{max(g.stat.values):.4g}", seed_text])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    rest = sum(widths[1:]) + 2 * (len(widths) - 1)
+    widths[0] = max(len(header[0]), min(widths[0], width - rest))
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
-    return "\n".join(lines)
+    for r in rows:
+        label = textwrap.wrap(r[0], widths[0], subsequent_indent="  ", break_on_hyphens=False) or [""]
+        lines.append(fmt.format(label[0], *r[1:]))
+        lines += label[1:]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _task_of(group: Group) -> str:
+    return str(group.config.get("task", "?"))
+
+
+def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", band: str = "minmax"):
+    """The learning-curve figure: one subplot per task (each with its own y scale), the legend below them.
+
+    Each group is a mean line over its runs (aligned on the steps they share) with a min–max (or ±1 std) band;
+    curves with few points carry markers, so a group evaluated once still shows as a dot. Returns
+    ``(figure, split)``, where split falls back to ``"train"`` when no run has ``metric`` on ``split``.
+    """
+    if band not in ("minmax", "std"):
+        raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+    curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
+    if not any(s for runs in curves.values() for s, _ in runs) and split != "train":
+        split = "train"
+        curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
+    if not any(s for runs in curves.values() for s, _ in runs):
+        raise ValueError(f"no {metric!r} rows in the runs' metrics.jsonl to plot")
+    import numpy as np
+
+    from seqzoo.experiments.plots import _pyplot
+
+    plt = _pyplot()
+    tasks = sorted({_task_of(g) for g in groups if any(s for s, _ in curves[id(g)])})
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        fig.delaxes(ax)
+    by_task = dict(zip(tasks, axes.flat))
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    handles, labels = [], []
+    for i, g in enumerate(groups):
+        runs = [r for r in curves[id(g)] if r[0]]
+        if not runs:
+            continue
+        ax = by_task[_task_of(g)]
+        common = sorted(set(runs[0][0]).intersection(*[set(s) for s, _ in runs[1:]]))
+        if not common:  # runs evaluated at different steps: fall back to the first run's steps
+            common, runs = list(runs[0][0]), runs[:1]
+        mat = np.array([[dict(zip(s, v))[c] for c in common] for s, v in runs], dtype=float)
+        mean = mat.mean(0)
+        color = colors[i % len(colors)]
+        (line,) = ax.plot(common, mean, color=color, marker="o" if len(common) <= 20 else None, markersize=3)
+        if len(runs) > 1:
+            lo, hi = (mat.min(0), mat.max(0)) if band == "minmax" else (mean - mat.std(0, ddof=1),
+                                                                        mean + mat.std(0, ddof=1))
+            ax.fill_between(common, lo, hi, alpha=0.2, color=color)
+        handles.append(line)
+        labels.append("\n".join(textwrap.wrap(f"{g.label} (n={len(runs)})", 60, subsequent_indent="  ")))
+    for task, ax in by_task.items():
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{split} {metric}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1 if len(labels) < 4 else 2,
+               fontsize=7, frameon=False)
+    return fig, split
 
 
 def plot_groups(groups: Sequence[Group], metric: str, path: str | Path, split: str = "valid",
                 band: str = "minmax") -> Path:
-    """Learning curves (``metric`` vs step on ``split`` from metrics.jsonl), one mean line + band per group."""
-    from seqzoo.experiments.plots import learning_curves
+    """Write :func:`curves_figure` to ``path`` (``.png`` is added when it has no suffix); returns the file written."""
+    from seqzoo.experiments.plots import _pyplot
 
-    curves = {g.label: [r.curve(metric, split) for r in g.runs] for g in groups}
-    if not any(s for runs in curves.values() for s, _ in runs):
-        curves = {g.label: [r.curve(metric, "train") for r in g.runs] for g in groups}
-        split = "train"
-    if not any(s for runs in curves.values() for s, _ in runs):
-        raise ValueError(f"no {metric!r} rows in the runs' metrics.jsonl to plot")
-    return learning_curves(curves, path, metric=f"{split} {metric}", band=band)
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    fig, _ = curves_figure(groups, metric, split, band)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" keeps the legend below the axes in the file
+    _pyplot().close(fig)
+    return path

@@ -1,4 +1,4 @@
-"""``SequenceModel``: encoder -> N sequence layers (residual, norm, post-norm, dropout options) -> decoder.
+"""``SequenceModel``: encoder -> N sequence layers (residual, pre-norm, post-norm, dropout options) -> decoder.
 
 The encoder is a token embedding (``vocab_size``) or a linear map of features (``d_input``); the
 decoder reads every step (``"step"``), the last real step (``"last"``) or the masked mean
@@ -14,12 +14,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqzoo.errors import ConfigError
 from seqzoo.layers import build_layer
 from seqzoo.layers.post_norm import POST_NORMS, PostNormLayer
 from seqzoo.models.heads import HEADS, AdaptiveHead
 
 DECODERS = ("step", "last", "mean")
 ModelState = tuple[tuple[Tensor, ...], ...]
+
+
+def _with_cell_norm(layer: str, norm: str | None, layer_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``layer_kwargs`` with the cell normalization ``norm`` added (given both ways, they must agree)."""
+    if norm is None:
+        return layer_kwargs
+    given = (layer_kwargs or {}).get("norm", norm)
+    if given != norm:
+        raise ConfigError(f"norm={norm!r} and layer_kwargs['norm']={given!r} disagree: the cell's normalization "
+                          f"is set once (layer {layer!r} is preset with {given!r}; start from a preset without it)")
+    return {**(layer_kwargs or {}), "norm": norm}
+
+
+def _build(layer: str, d_in: int, d_model: int, norm: str | None, layer_kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return build_layer(layer, d_in, d_model, **layer_kwargs)
+    except TypeError as exc:
+        if norm is not None and "'norm'" in str(exc):  # the layer has no cell normalization argument
+            raise ConfigError(f"norm={norm!r}: layer {layer!r} has no cell normalization (cells such as lstm, gru, "
+                              "rnn_tanh have one); between layers use post_norm=, on residual branches pre_norm=",
+                              ) from None
+        raise
 
 
 class SequenceModel(nn.Module):
@@ -35,7 +58,10 @@ class SequenceModel(nn.Module):
         decoder: ``"step"`` (output per step), ``"last"`` (last real step) or ``"mean"`` (masked mean).
         encoder: ``"linear"`` or ``"none"`` (features go straight into the first layer).
         residual: add each layer's input to its output (where widths agree).
-        norm: ``"layer"`` pre-norm on each residual branch, or None.
+        norm: the normalization inside each recurrent cell (``"layer"``, ``"batch"``, ``"atn"``, ``"bln"``, ...),
+            the same as ``seqzoo.LSTM(norm=...)``: passed to the layer as ``layer_kwargs["norm"]``. None leaves
+            the layer as it is. Layers without a cell normalization (native, convolutional, attention) refuse it.
+        pre_norm: ``"layer"``: LayerNorm on the input of each residual branch (with ``residual=True``), or None.
         final_norm: LayerNorm after the last layer.
         post_norm: ``"layer"``, ``"batch"`` or ``"bln"``: normalize every layer's output, the last one included
             (``layer -> norm -> layer -> norm -> head``, the BLN paper's RNN layout); batch and BLN use per-time-step
@@ -64,6 +90,7 @@ class SequenceModel(nn.Module):
         encoder: str = "linear",
         residual: bool = False,
         norm: str | None = None,
+        pre_norm: str | None = None,
         final_norm: bool = False,
         post_norm: str | None = None,
         dropout: float = 0.0,
@@ -86,8 +113,9 @@ class SequenceModel(nn.Module):
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if head == "linear" and cutoffs is not None:
             raise ValueError(f"cutoffs={cutoffs!r} need head='adaptive' (got head='linear')")
-        if norm not in (None, "layer"):
-            raise ValueError(f"norm must be 'layer' or None, got {norm!r}")
+        if pre_norm not in (None, "layer"):
+            raise ConfigError(f"pre_norm must be 'layer' or None, got {pre_norm!r}")
+        layer_kwargs = _with_cell_norm(layer, norm, layer_kwargs)
         if post_norm is not None and post_norm not in POST_NORMS:
             raise ValueError(f"post_norm must be one of {POST_NORMS} or None, got {post_norm!r}")
         if n_layers < 1 or d_model < 1 or d_output < 1:
@@ -107,9 +135,9 @@ class SequenceModel(nn.Module):
             width = d_input
         layers, norms = [], []
         for _ in range(n_layers):
-            built = build_layer(layer, width, d_model, **(layer_kwargs or {}))
+            built = _build(layer, width, d_model, norm, layer_kwargs or {})
             layers.append(PostNormLayer(built, post_norm) if post_norm is not None else built)
-            norms.append(nn.LayerNorm(width) if (norm == "layer" and residual) else nn.Identity())
+            norms.append(nn.LayerNorm(width) if (pre_norm == "layer" and residual) else nn.Identity())
             width = layers[-1].d_output
         self.layers = nn.ModuleList(layers)
         self.pre_norms = nn.ModuleList(norms)

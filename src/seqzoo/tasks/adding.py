@@ -18,6 +18,7 @@ class AddingTask(Task):
     """Adding problem: regress the sum of two marked values of a length-T sequence."""
 
     name = "adding"
+    paper = "Hochreiter & Schmidhuber 1997"
     version = 1
 
     def __init__(self, seq_len: int = 100, n_valid: int = 1000, n_test: int = 1000) -> None:

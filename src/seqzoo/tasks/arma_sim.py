@@ -116,6 +116,7 @@ class ARMASimTask(ForecastTask):
     """One-step-ahead forecasting of a simulated ARMA / TAR / SGN / NAR / heteroskedastic-MA / SQ / EXP series."""
 
     name = "arma_sim"
+    paper = "Schiele et al. 2022 (ARMA cell)"
     version = 1
 
     def __init__(self, process: str = "arma", n: int = 1000, ar: Sequence[float] = (0.1, 0.3),

@@ -125,6 +125,7 @@ class Task:
 
     name: str = "task"
     version: int = 1
+    paper: str = ""  # the paper(s) the task comes from (``seqzoo list tasks`` shows it; static, no build)
     fresh_train_data: bool = True
     eval_sizes: dict[str, int] = {"valid": 1000, "test": 1000}
     # Parameters that do not change what the data is (split sizes, loss choice); left out of the data seed so that,

@@ -107,6 +107,7 @@ class CFLTask(Task):
     """Next-symbol prediction on strings of a PCFG, sampled conditioned on length (base class of the five)."""
 
     version = 1
+    paper = "DuSell & Chiang 2020, 2022 (NS-RNN, RNS-RNN)"
     non_data_params = ("n_valid", "n_test_per_length")
     grammar_builder = staticmethod(marked_reversal_grammar)
 

@@ -34,6 +34,7 @@ class CopyTask(Task):
     """Copying problem: reproduce K symbols after a delay of T blanks, when a marker asks for them."""
 
     name = "copy"
+    paper = "Hochreiter & Schmidhuber 1997"
     version = 1
 
     def __init__(self, seq_len: int = 100, n_symbols: int = 8, n_copy: int = 10, n_valid: int = 1000,

@@ -37,6 +37,7 @@ class DenoiseTask(Task):
     """Denoise problem: recall ten symbols scattered in noise, in order, after a marker."""
 
     name = "denoise"
+    paper = "GORU task, as used by NC-GRU (Mucllari et al. 2022)"
     version = 1
     n_data = 10  # data symbols per sequence
     n_alphabet = 9  # symbols are 1..9

@@ -271,6 +271,7 @@ class RealSeriesTask(ForecastTask):
     """One-step-ahead forecasting of a real series (sunspots, co2, nile, airline or a file)."""
 
     name = "forecast"
+    paper = "Schiele et al. 2022 (ARMA cell)"
     version = 1
 
     def __init__(self, series: str = "sunspots", path: str | None = None, column: str | int | None = None,

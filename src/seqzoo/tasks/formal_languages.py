@@ -298,6 +298,7 @@ class TomitaTask(FormalLanguageTask):
     """Tomita grammar 1–7 membership, trained on short strings and evaluated on longer ones."""
 
     name = "tomita"
+    paper = "Tomita 1982; Wang & Niepert 2019 (SR-RNN)"
     version = 1
     alphabet = ("0", "1")
 
@@ -361,6 +362,7 @@ class BalancedParenthesesTask(FormalLanguageTask):
     """Is the string balanced? Trained on nesting depths 1–5, evaluated on deeper strings (6–10)."""
 
     name = "balanced_parens"
+    paper = "Wang & Niepert 2019 (SR-RNN)"
     version = 1
 
     def __init__(self, min_train_depth: int = 1, max_train_depth: int = 5, min_eval_depth: int = 6,
@@ -435,6 +437,7 @@ class PalindromeTask(FormalLanguageTask):
     """Is the string a palindrome? Trained on short strings, evaluated on longer ones."""
 
     name = "palindrome"
+    paper = "Wang & Niepert 2019 (SR-RNN)"
     version = 1
 
     def __init__(self, n_symbols: int = 2, min_train_len: int = 1, max_train_len: int = 16, min_eval_len: int = 17,

@@ -130,6 +130,7 @@ class LanguageModelingTask(Task):
     """Language modeling on a text corpus (PTB, tiny-shakespeare or any train/valid/test text files)."""
 
     name = "lm"
+    paper = "Dauphin et al. 2017 (GCNN); DuSell & Chiang 2022 (RNS-RNN)"
     version = 1
     fresh_train_data = False
     non_data_params = ("data_dir",)

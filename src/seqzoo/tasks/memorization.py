@@ -26,6 +26,7 @@ class MemorizationTask(Task):
     """Recall the random input seen ``distance`` steps ago, at every step."""
 
     name = "memorization"
+    paper = "Illium et al. 2022"
     version = 1
     non_data_params = ("n_valid", "n_test", "loss")
 

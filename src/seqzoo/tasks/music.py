@@ -273,6 +273,7 @@ class MusicTask(Task):
     """Next-frame prediction on 88-key piano rolls (JSB Chorales, Nottingham, MuseData, Piano-midi.de)."""
 
     name = "music"
+    paper = "Boulanger-Lewandowski et al. 2012; Chung et al. 2014"
     version = 1
     fresh_train_data = False
     non_data_params = ("data_dir",)

@@ -91,6 +91,7 @@ class ParenthesisTask(Task):
     """Count unclosed brackets of three types (saturating at max_count) at every step."""
 
     name = "parenthesis"
+    paper = "ISAN task, as used by NC-GRU (Mucllari et al. 2022)"
     version = 1
     non_data_params = ("n_valid", "n_test", "loss")
 

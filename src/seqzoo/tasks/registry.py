@@ -42,4 +42,5 @@ def task_info(name: str) -> dict[str, Any]:
     sig = inspect.signature(cls.__init__)
     defaults = {p.name: p.default for p in sig.parameters.values()
                 if p.name != "self" and p.default is not inspect.Parameter.empty}
-    return {"name": name, "version": cls.version, "description": (cls.__doc__ or "").strip(), "defaults": defaults}
+    return {"name": name, "version": cls.version, "description": (cls.__doc__ or "").strip(), "defaults": defaults,
+            "paper": getattr(cls, "paper", "")}

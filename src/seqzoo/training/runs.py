@@ -238,11 +238,11 @@ def environment(device: torch.device, seed: int, world_size: int) -> dict[str, A
     """Versions, platform and hardware that produced a run."""
     import numpy
 
-    import seqzoo
+    from seqzoo._version import __version__
 
     env = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seqzoo": getattr(seqzoo, "__version__", None),
+        "seqzoo": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,

@@ -70,6 +70,7 @@ from seqzoo.training.evaluation import (
 )
 from seqzoo.training.hooks import TrainHook, module_metrics
 from seqzoo.training.index import RunIndex
+from seqzoo.training.progress import Progress
 from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, model_args_for, resolve_run
 from seqzoo.training.runs import (
     CONFIG_FILE,
@@ -135,17 +136,6 @@ def deterministic_algorithms(device: torch.device) -> Iterator[None]:
             _set_deterministic(prev, warn_only=prev_warn)
         det.fill_uninitialized_memory = prev_fill
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
-
-
-def _progress_wanted(config: TrainConfig, ctx: DistContext) -> bool:
-    if not config.progress or not ctx.is_main:
-        return False
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _tokens(batch: Batch) -> int:
@@ -452,11 +442,8 @@ class Trainer:
             self._write_env(self.done if ckpt is not None else None)
             self.metrics_log = MetricsLog(self.run_dir / METRICS_FILE, keep_bytes=self.state.metrics_bytes)
             self.tb = self._open_tensorboard(purge_step=self.done + 1 if self.done else None)
-            if _progress_wanted(cfg, ctx):
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=cfg.steps, initial=self.done, desc=self.run_id, dynamic_ncols=True,
-                                leave=False)
+            if cfg.progress:  # a bar on a terminal, else a plain log line every 30 s (training/progress.py)
+                self.bar = Progress(cfg.steps, initial=self.done, desc=self.run_id)
         self.train_model: nn.Module = model
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -706,9 +693,9 @@ def _short(value: Any) -> str:
 
 
 def _version() -> str:
-    import seqzoo
+    from seqzoo._version import __version__
 
-    return getattr(seqzoo, "__version__", "unknown")
+    return __version__
 
 
 def train(model: str | RunConfig, task: str | None = None, **options: Any) -> RunResult:
