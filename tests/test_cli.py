@@ -272,7 +272,6 @@ def _reraised_import_error() -> ImportError:
     (FileNotFoundError(2, "No such file or directory", "data/x.csv"), "data/x.csv: No such file or directory"),
     (PermissionError(13, "Permission denied", "/ro/runs"), "/ro/runs: Permission denied"),
     (ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"), "pip install 'seqzoo[train]'"),
-    (ValueError("seq_len must be >= 2"), "seq_len must be >= 2"),
     (_reraised_import_error(), "pip install 'seqzoo[train]'"),
 ])
 def test_user_errors_are_one_line(capsys, monkeypatch, exc, expected):
@@ -282,6 +281,7 @@ def test_user_errors_are_one_line(capsys, monkeypatch, exc, expected):
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("shape mismatch"), TypeError("unsupported operand"),
+                                 ValueError("a bug that is not a seqzoo.errors user error"),
                                  ImportError("cannot import name 'x'"),
                                  ModuleNotFoundError("No module named 'seqzoo.nope'", name="seqzoo.nope"),
                                  OSError("no file attached")])

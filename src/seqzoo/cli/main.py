@@ -29,7 +29,6 @@ OPTIONAL_EXTRAS = {"safetensors": "train", "tqdm": "train", "tensorboard": "trai
 FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 # Plain ValueError/KeyError are still raised for user mistakes in places not yet converted to seqzoo.errors;
 # they print as one line until then (RuntimeError, TypeError, ImportError ... keep their traceback).
-LEGACY_USER_ERRORS = (ValueError, KeyError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,9 +300,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``seqzoo train: error: ... (see seqzoo train --help)`` instead of the usage
+    block, like every other user error of the command line (subcommand parsers are of this class too)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter  # every option's help shows its default
-    p = argparse.ArgumentParser(prog="seqzoo", formatter_class=fmt,
+    p = _Parser(prog="seqzoo", formatter_class=fmt,
                                 description="Recurrent and long-range sequence models: train, compare, benchmark "
                                 "and check papers' claims. `seqzoo list models|tasks|experiments` shows the names.")
     p.add_argument("--version", action="version", version=f"seqzoo {__version__}")
@@ -441,8 +448,6 @@ def _one_line(exc: BaseException) -> str | None:
     package = _missing_optional_package(exc)
     if package is not None:
         return f"this needs the optional package {package!r}: pip install 'seqzoo[{OPTIONAL_EXTRAS[package]}]'"
-    if isinstance(exc, LEGACY_USER_ERRORS):
-        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return None
 
 

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqzoo.errors import ConfigError
+
 DEFAULT_MODELS = ("lstm", "lstm_native", "gru", "gru_native", "rnn_tanh")
 ANCHORS = {"lstm": nn.LSTM, "gru": nn.GRU}
 ROW_KEYS = (
@@ -78,7 +80,7 @@ def _build_layer(name: str, input_size: int, hidden: int) -> nn.Module:
     model = create_model(name, d_input=input_size, d_model=hidden, encoder="none", d_output=1)
     layers = getattr(model, "layers", None)
     if not layers:
-        raise ValueError(f"bench: model {name!r} has no `layers` to time (expected a SequenceModel-like backbone)")
+        raise ConfigError(f"bench: model {name!r} has no `layers` to time (expected a SequenceModel-like backbone)")
     return layers[0]
 
 
@@ -264,23 +266,23 @@ def run_bench(
     filled with the environment (torch version, threads, cpu, load average).
     """
     if clock not in CLOCKS:
-        raise ValueError(f"bench: clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+        raise ConfigError(f"bench: clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     if anchor not in ANCHORS:
-        raise ValueError(f"bench: anchor must be one of {sorted(ANCHORS)}, got {anchor!r}")
+        raise ConfigError(f"bench: anchor must be one of {sorted(ANCHORS)}, got {anchor!r}")
     for key, value in dict(batch=batch, seq_len=seq_len, input_size=input_size, hidden=hidden,
                            repeats=repeats).items():
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"bench: {key} must be a positive integer, got {value!r}")
+            raise ConfigError(f"bench: {key} must be a positive integer, got {value!r}")
     if warmup < 0:
-        raise ValueError(f"bench: warmup must be >= 0, got {warmup}")
+        raise ConfigError(f"bench: warmup must be >= 0, got {warmup}")
     if threads is not None and threads < 1:
-        raise ValueError(f"bench: threads must be a positive integer or None, got {threads}")
+        raise ConfigError(f"bench: threads must be a positive integer or None, got {threads}")
     models = list(models)
     if not models:
-        raise ValueError("bench: give at least one model name")
+        raise ConfigError("bench: give at least one model name")
     step_len = min(seq_len, 64) if step_len is None else step_len
     if step_len < 1:
-        raise ValueError(f"bench: step_len must be >= 1, got {step_len}")
+        raise ConfigError(f"bench: step_len must be >= 1, got {step_len}")
 
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -297,7 +299,7 @@ def run_bench(
         for name in models:
             layer = _build_layer(name, input_size, hidden)
             if getattr(layer, "d_model", input_size) != input_size:
-                raise ValueError(f"bench: first layer of {name!r} expects width {layer.d_model}, not {input_size}")
+                raise ConfigError(f"bench: first layer of {name!r} expects width {layer.d_model}, not {input_size}")
             layers.append((name, layer))
         cases = [_Case(n, m, x, grad_out, False, step_len, CLOCKS[clock]) for n, m in layers]
         if bf16:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import unknown_message
 
 SCALES = ("tiny", "small", "paper")
@@ -175,7 +176,7 @@ class ExperimentCard:
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:
-            raise ValueError(unknown_message(f"scale of experiment {self.name!r}", name, self.scales))
+            raise ConfigError(unknown_message(f"scale of experiment {self.name!r}", name, self.scales))
         return self.scales[name]
 
     def entries(self, scale: str | None = None) -> list[Entry]:

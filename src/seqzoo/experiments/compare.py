@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqzoo.errors import ConfigError, RunError, RunNotFoundError
 from seqzoo.experiments.card import Stat
 
 # TrainConfig fields that do not change what a run computes (kept out of the grouping key)
@@ -86,14 +87,14 @@ def _record_from_dir(d: Path) -> RunRecord:
     try:
         cfg = json.loads((d / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{d / 'config.json'}: cannot read the run config ({exc})") from None
+        raise RunError(f"{d / 'config.json'}: cannot read the run config ({exc})") from None
     res_path = d / "result.json"
     res: dict[str, Any] = {}
     if res_path.exists():
         try:
             res = json.loads(res_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{res_path}: malformed JSON ({exc})") from None
+            raise RunError(f"{res_path}: malformed JSON ({exc})") from None
     return RunRecord(run_dir=d, run_id=str(res.get("run_id", d.name)), model=cfg.get("model", "?"),
                      task=cfg.get("task", "?"), model_args=cfg.get("model_args", {}) or {},
                      task_args=cfg.get("task_args", {}) or {}, train=cfg.get("train", {}) or {},
@@ -116,7 +117,7 @@ def find_run_dirs(specs: Sequence[str]) -> list[Path]:
     for spec in specs:
         paths = [Path(p) for p in sorted(glob.glob(spec))] if glob.has_magic(spec) else [Path(spec)]
         if not paths or not any(p.exists() for p in paths):
-            raise FileNotFoundError(f"no run directory matches {spec!r}")
+            raise RunNotFoundError(f"no run directory matches {spec!r}")
         for p in paths:
             if (p / "config.json").is_file():
                 found[p.resolve()] = None
@@ -137,7 +138,7 @@ def load_runs(specs: Sequence[str] = (), index: str | Path | None = None, finish
         from seqzoo.training import RunIndex
 
         if not Path(index).exists():
-            raise FileNotFoundError(f"run index {index} does not exist")
+            raise RunNotFoundError(f"run index {index} does not exist")
         rows = RunIndex(index).query()
         records = [_record_from_row(r) for r in rows]
         if specs:
@@ -153,12 +154,12 @@ def load_runs(specs: Sequence[str] = (), index: str | Path | None = None, finish
             records = [r for r in records if keep(r)]
     else:
         if not specs:
-            raise ValueError("give run directories, glob patterns or an output folder (or --index)")
+            raise ConfigError("give run directories, glob patterns or an output folder (or --index)")
         records = [_record_from_dir(d) for d in find_run_dirs(specs)]
     if finished_only:
         records = [r for r in records if r.status != "unfinished"]
     if not records:
-        raise FileNotFoundError(f"no finished runs found in {list(specs) or index}")
+        raise RunNotFoundError(f"no finished runs found in {list(specs) or index}")
     return records
 
 
@@ -174,11 +175,11 @@ def group_runs(records: Sequence[RunRecord], metric: str, split: str = "test", *
     train-only metric such as ``loss`` can still be plotted from the curves).
     """
     if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'valid' or 'test', got {split!r}")
     if require and metric not in available_metrics(records, split):
         from seqzoo.registry_utils import unknown_message
 
-        raise ValueError(unknown_message(f"{split} metric", metric, available_metrics(records, split) or ["(none)"]))
+        raise ConfigError(unknown_message(f"{split} metric", metric, available_metrics(records, split) or ["(none)"]))
     buckets: dict[str, list[RunRecord]] = {}
     for r in records:
         buckets.setdefault(r.group_key(), []).append(r)
@@ -254,13 +255,13 @@ def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", ba
     ``(figure, split)``, where split falls back to ``"train"`` when no run has ``metric`` on ``split``.
     """
     if band not in ("minmax", "std"):
-        raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+        raise ConfigError(f"band must be 'minmax' or 'std', got {band!r}")
     curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
     if not any(s for runs in curves.values() for s, _ in runs) and split != "train":
         split = "train"
         curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
     if not any(s for runs in curves.values() for s, _ in runs):
-        raise ValueError(f"no {metric!r} rows in the runs' metrics.jsonl to plot")
+        raise ConfigError(f"no {metric!r} rows in the runs' metrics.jsonl to plot")
     import numpy as np
 
     from seqzoo.experiments.plots import _pyplot

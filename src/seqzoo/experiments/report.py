@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from seqzoo.errors import RunNotFoundError
 from seqzoo.experiments.registry import get_experiment, list_experiments
 
 
@@ -24,7 +25,7 @@ def render_report(out: str | Path = "runs", output: str | Path | None = None,
     output = out / "results.md" if output is None else Path(output)
     index_path = out / "index.sqlite"
     if not index_path.exists():
-        raise FileNotFoundError(f"no run index at {index_path}; run `seqzoo reproduce NAME --out {out}` first")
+        raise RunNotFoundError(f"no run index at {index_path}; run `seqzoo reproduce NAME --out {out}` first")
     image_dir = output.with_suffix("")
     sections: list[str] = []
     verdict_rows: list[str] = []
@@ -44,7 +45,7 @@ def render_report(out: str | Path = "runs", output: str | Path | None = None,
             if echo:
                 echo(f"{name} / {scale}: {len(results.entries)} entries, {runs} runs")
     if not sections:
-        raise FileNotFoundError(f"the index {index_path} holds no runs of any experiment card "
+        raise RunNotFoundError(f"the index {index_path} holds no runs of any experiment card "
                                 f"({', '.join(list_experiments())})")
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     head = ["# seqzoo results", "", f"Generated {stamp} from `{index_path}` by `seqzoo report`.", "",

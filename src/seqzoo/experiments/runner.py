@@ -375,10 +375,10 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
     card = get_experiment(name)
     card.scale(scale)
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        raise ConfigError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     workers = card.scale(scale).workers if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     if executor == "ray":
         _require_ray()
     try:

@@ -70,7 +70,7 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> d
         for key, ref in entry.items():
             if "tensor" in ref:
                 if ref["tensor"] not in tensors:
-                    raise ValueError(f"checkpoint optimizer tensors lack {ref['tensor']!r}")
+                    raise RunError(f"checkpoint optimizer tensors lack {ref['tensor']!r}")
                 st[key] = tensors[ref["tensor"]]
             else:
                 st[key] = ref["value"]
@@ -110,11 +110,11 @@ def flatten_tensors(tree: Any, prefix: str = "carry") -> tuple[dict[str, torch.T
 def unflatten_tensors(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
     """Inverse of :func:`flatten_tensors`."""
     if not isinstance(structure, dict) or len(structure) != 1:
-        raise ValueError(f"malformed state structure {structure!r}: expected one of tensor/tuple/list/dict/none")
+        raise RunError(f"malformed state structure {structure!r}: expected one of tensor/tuple/list/dict/none")
     (kind, value), = structure.items()
     if kind == "tensor":
         if value not in tensors:
-            raise ValueError(f"checkpoint state tensors lack {value!r}")
+            raise RunError(f"checkpoint state tensors lack {value!r}")
         return tensors[value]
     if kind == "none":
         return None
@@ -123,7 +123,7 @@ def unflatten_tensors(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
         return {k: unflatten_tensors(tensors, v) for k, v in value.items()}
-    raise ValueError(f"malformed state structure: unknown kind {kind!r}")
+    raise RunError(f"malformed state structure: unknown kind {kind!r}")
 
 
 # ----- RNG state -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from seqzoo.errors import ConfigError
+from seqzoo.errors import ConfigError, ConfigTypeError
 from seqzoo.registry_utils import closest
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -101,7 +101,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a plain dict; unknown keys raise naming the closest valid key."""
         if not isinstance(d, dict):
-            raise TypeError(f"train config must be a dict of settings, got {type(d).__name__}")
+            raise ConfigTypeError(f"train config must be a dict of settings, got {type(d).__name__}")
         valid = [f.name for f in fields(cls)]
         for key in d:
             if key not in valid:
