@@ -187,7 +187,7 @@ def test_two_threads_match_reference(kind, step_backend):
 
 @pytest.mark.parametrize("kind", ["plain", "ln"])
 def test_float32_saturated_gates_stay_finite(kind):
-    """Huge pre-activations saturate every gate; the C kernels' fast-math sigmoid must give 0/1, never NaN."""
+    """Huge pre-activations saturate every gate; the C kernels' sigmoid must give 0/1, never NaN."""
     g = torch.Generator().manual_seed(2)
     bsz, seq_len, d_in, hidden = 6, 25, 8, 16
     x = (torch.randn(bsz, seq_len, d_in, generator=g) * 40).requires_grad_()
