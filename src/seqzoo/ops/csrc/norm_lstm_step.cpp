@@ -1,7 +1,7 @@
 // One time step of the LN-/ATN-LSTM loop (forward and backward), fused over all pointwise work of the step.
 //
-// Companion of seqzoo/ops/ln_lstm_recurrence.py: the Python driver keeps the chunking, the GEMMs (oneDNN via
-// torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
+// Companion of seqzoo/ops/lstm_loop.py (called from lstm_kernel_driver.py; structs mirrored in lstm_kernel_abi.py):
+// Python keeps the chunking, the GEMMs (oneDNN via torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
 // GEMMs. The math is exactly the module's fast path (see its docstring); tests compare both against the autograd
 // reference twin. Plain C ABI (no torch headers) so it compiles in about a second; loaded with ctypes. Rows of the
 // batch are independent and split over OpenMP threads: built with -fopenmp, the library binds to the libgomp torch
