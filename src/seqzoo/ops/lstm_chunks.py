@@ -29,6 +29,7 @@ def chunk_budget(keep: bool) -> int:
 
 
 def chunk_steps(bsz: int, four_h: int, itemsize: int, budget: int) -> int:
+    """Steps per chunk so that one (steps, B, width) buffer of ``itemsize`` bytes stays within ``budget`` (>= 1)."""
     return max(1, budget // max(1, bsz * four_h * itemsize))
 
 

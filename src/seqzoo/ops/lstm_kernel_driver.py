@@ -16,7 +16,7 @@ from seqzoo.ops.lstm_kernel_abi import NATIVE_DTYPES, LoopCfg, c_ptr, ptr
 
 def forward_native(lib, fill: InputFill, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
                     site_h, site_c, mask_tm: Tensor | None, keep: bool, lp: torch.dtype | None):
-    """``_forward_core`` through the C kernels: one call per chunk (per step under bf16); same outputs and buffers."""
+    """The forward loop of ``ops.lstm_loop`` through the C kernels: one call per chunk (per step under bf16)."""
     bsz, seq_len = fill.xin.shape[0], fill.xin.shape[1]
     hidden = h0.shape[1]
     fn = getattr(lib, f"norm_lstm_forward_step_{NATIVE_DTYPES[h0.dtype]}")
