@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import seqzoo.ops.lstm_recurrence as lr
-from seqzoo.ops import gemm
+from seqzoo.ops import gemm, lstm_chunks
 from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence, lstm_sequence_reference
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
@@ -74,8 +73,8 @@ def test_chunked_activations_match_reference(monkeypatch, padded):
     """Several saved-activation chunks (and inference workspace chunks), the last one shorter."""
     bsz, seq_len, hidden = 3, 11, 4
     item = torch.float64.itemsize
-    monkeypatch.setattr(lr, "_TRAIN_CHUNK_BYTES", bsz * 4 * hidden * item * 3)  # 3 steps a chunk
-    monkeypatch.setattr(lr, "_INFER_CHUNK_BYTES", bsz * 4 * hidden * item * 2)
+    monkeypatch.setattr(lstm_chunks, "TRAIN_CHUNK_BYTES", bsz * 4 * hidden * item * 3)  # 3 steps a chunk
+    monkeypatch.setattr(lstm_chunks, "INFER_CHUNK_BYTES", bsz * 4 * hidden * item * 2)
     args = _inputs(bsz, seq_len, hidden, torch.float64)
     mask = _right_padding([11, 4, 7], seq_len) if padded else None
     out_f, grad_f = _outputs_and_grads(lstm_sequence, args, mask)
@@ -197,7 +196,7 @@ def test_lstm_layer_uses_fast_path_and_matches_torch(native, monkeypatch):
     y_ref, (h_ref, c_ref) = ref(x)
     assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(c, c_ref[0], atol=1e-12)
     # plain cells take the C chunk kernels with identity sites, or else lstm_layer (projection inside the loop)
-    want = "NormLSTMSequence" if native else "LSTMLayer"
+    want = "NormLSTMSequence"  # one loop for plain, LN and ATN cells, with or without the C kernels
     assert y.grad_fn is not None and want in type(y.grad_fn).__name__
 
 
@@ -265,8 +264,8 @@ def _layer_reference(x, w_ih, b_ih, h0, c0, w_hh, b_hh, mask=None):
 @pytest.mark.parametrize("padded", [False, True])
 def test_layer_matches_reference(monkeypatch, dtype, bias, padded):
     bsz, seq_len, d_in, hidden = 3, 10, 5, 4
-    monkeypatch.setattr(lr, "_TRAIN_CHUNK_BYTES", bsz * 4 * hidden * dtype.itemsize * 4)  # 4 steps a chunk
-    monkeypatch.setattr(lr, "_INFER_CHUNK_BYTES", bsz * 4 * hidden * dtype.itemsize * 3)
+    monkeypatch.setattr(lstm_chunks, "TRAIN_CHUNK_BYTES", bsz * 4 * hidden * dtype.itemsize * 4)  # 4 steps a chunk
+    monkeypatch.setattr(lstm_chunks, "INFER_CHUNK_BYTES", bsz * 4 * hidden * dtype.itemsize * 3)
     args = _layer_inputs(bsz, seq_len, d_in, hidden, dtype, bias=bias)
     mask = _right_padding([10, 6, 1], seq_len) if padded else None
     out_f, grad_f = _outputs_and_grads(lstm_layer, args, mask)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers.norms import NormState, RecurrentNorm, register_recurrent_norm
-from seqzoo.ops.ln_lstm_recurrence import SiteNorm
+from seqzoo.ops.lstm_sites import SiteNorm
 from seqzoo.ops.window_norm import window_init_state, window_moments_step
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from seqzoo.ops.ln_lstm_recurrence import IDENTITY_SITE, SiteNorm
+from seqzoo.ops.lstm_sites import IDENTITY_SITE, SiteNorm
 from seqzoo.registry_utils import Registry, check_kwargs
 
 NormState = tuple[Tensor, ...]

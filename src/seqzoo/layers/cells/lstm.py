@@ -5,10 +5,9 @@ Norm sites (LN-LSTM layout of Ba et al. 2016): ``x`` on ``W_ih x_t + b_ih``, ``h
 state before the output tanh (the carried ``c_t`` stays un-normalized).
 
 Fast paths: when every site is a LayerNorm, an ATN window or the identity (``RecurrentNorm.fused_site``),
-``ops.ln_lstm_recurrence.norm_lstm_sequence`` (ATN: only without padding and with window states that do not
-require grad; otherwise the generic loop). A plain cell takes it too where its C kernels are built (CPU,
-float32/float64), else ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection under
-autocast).
+``ops.lstm_loop.norm_lstm_sequence`` (ATN: only without padding and with window states that do not require grad;
+otherwise the generic loop). A plain cell takes the same loop with identity sites through
+``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection under autocast).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.layers.cells.base import RecurrentCell, State
-from seqzoo.ops.ln_lstm_recurrence import native_available, norm_lstm_sequence
+from seqzoo.ops.lstm_loop import norm_lstm_sequence
 from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence
 
 
@@ -47,9 +46,9 @@ class LSTMCell(RecurrentCell):
     def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
         """The fused loop with the input projection inside (None for subclasses changing the math).
 
-        Plain cells take the C chunk kernels with identity sites where they are built, else ``lstm_layer``
-        (projection per chunk, oneDNN GEMMs); under autocast they return None, so the hoisted projection runs in the
-        autocast dtype. LN/ATN cells take the normalized loop.
+        Plain cells take ``lstm_layer`` (the shared loop with identity sites: C chunk kernels where they are built,
+        projection per chunk); under autocast they return None, so the hoisted projection runs in the autocast
+        dtype. LN/ATN cells take the normalized loop.
         """
         cls = type(self)
         if (cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
@@ -58,8 +57,6 @@ class LSTMCell(RecurrentCell):
         if self.plain:
             if torch.is_autocast_enabled(x.device.type):
                 return None
-            if native_available(x):  # identity sites through the C chunk kernels
-                return self._normed_sequence(x, state, mask, project=True)
             hs, h, c = lstm_layer(x, self.weight_ih, self.bias_ih, state[0], state[1], self.weight_hh, self.bias_hh,
                                   mask)
             return hs, (h, c)

@@ -1,7 +1,7 @@
 // One time step of the LN-/ATN-LSTM loop (forward and backward), fused over all pointwise work of the step.
 //
-// Companion of seqzoo/ops/ln_lstm_recurrence.py: the Python driver keeps the chunking, the GEMMs (oneDNN via
-// torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
+// Companion of seqzoo/ops/lstm_loop.py (called from lstm_kernel_driver.py; structs mirrored in lstm_kernel_abi.py):
+// Python keeps the chunking, the GEMMs (oneDNN via torch) and every per-chunk reduction; these kernels replace the dozen small torch ops per step between the
 // GEMMs. The math is exactly the module's fast path (see its docstring); tests compare both against the autograd
 // reference twin. Plain C ABI (no torch headers) so it compiles in about a second; loaded with ctypes. Rows of the
 // batch are independent and split over OpenMP threads: built with -fopenmp, the library binds to the libgomp torch
@@ -18,6 +18,18 @@
 #endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+
+// Built with IEEE semantics (no -ffast-math; see ops/native_kernels.py): NaN and Inf propagate exactly as on the
+// torch-op path and nothing here touches the FP mode (FTZ/DAZ) of the process. Reductions that must be reassociated
+// to vectorize say so with an OpenMP SIMD reduction (each operation stays IEEE; only the summation order changes).
+#ifdef _OPENMP
+#define SEQZOO_PRAGMA(x) _Pragma(#x)
+#define SEQZOO_SIMD_SUM(...) SEQZOO_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#define SEQZOO_SIMD SEQZOO_PRAGMA(omp simd)
+#else
+#define SEQZOO_SIMD_SUM(...)
+#define SEQZOO_SIMD
 #endif
 
 extern "C" {
@@ -64,14 +76,41 @@ struct LoopCfg {
 
 namespace {
 
+// exp(x) in float32, written so the compiler can vectorize it (no libm call) while keeping IEEE results at the
+// edges: NaN stays NaN, exp(+inf) and every overflow give +inf, exp(-inf) and every underflow give +0, and the
+// denormal range is reached by scaling in two exact steps. Cody-Waite range reduction and the Cephes polynomial:
+// about 1 ulp from the correctly rounded value, like the SLEEF exp (1.0 ulp) torch's CPU sigmoid uses.
+inline float exp_f32(float x) {
+    float xc = x >= -104.0f ? x : -104.0f;  // NaN compares false: computed as -104, fixed up at the end
+    xc = xc <= 89.0f ? xc : 89.0f;
+    const float fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+    float r = xc - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t n = int32_t(fn);  // in [-150, 128]: two factors 2^n1 2^n2, each a normal float
+    const int32_t n1 = n / 2, n2 = n - n1;
+    const float s1 = __builtin_bit_cast(float, (n1 + 127) << 23);
+    const float s2 = __builtin_bit_cast(float, (n2 + 127) << 23);
+    float y = (p * s1) * s2;  // p * s1 is exact; one rounding, also into the denormal range
+    y = x > 88.72283935546875f ? __builtin_inff() : y;
+    y = x < -103.972084045410156f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+inline float exp_t(float x) { return exp_f32(x); }
+inline double exp_t(double x) { return std::exp(x); }
+
+// The logistic sigmoid 1 / (1 + exp(-x)) with IEEE division, no clamp: like torch.sigmoid it gives exactly 0 once
+// exp(-x) overflows (x < -88.72 in float32), denormals just above that, 1 for large x, and NaN for NaN.
 template <typename T>
 inline T sigm(T x) {
-    // Clamp so exp(-x) stays finite: under -ffast-math the division may become a reciprocal estimate plus a
-    // Newton step, which turns 1 / (1 + inf) into NaN instead of 0. At |x| = 80 (float) the sigmoid is already
-    // 0 or 1 to within 1e-34, so the clamp changes nothing else.
-    const T lim = sizeof(T) == 4 ? T(80) : T(700);
-    x = x < -lim ? -lim : (x > lim ? lim : x);
-    return T(1) / (T(1) + std::exp(-x));
+    return T(1) / (T(1) + exp_t(-x));
 }
 
 // Per-row statistics of a site at step t: (mean, rs) and, for ATN, the window bookkeeping.
@@ -85,9 +124,11 @@ inline void site_stats(const SiteCfg& s, int B, int t, int b, const T* a, T& mea
     }
     if (s.kind == 0) {
         double s1 = 0.0;
+        SEQZOO_SIMD_SUM(s1)
         for (int f = 0; f < F; ++f) s1 += a[f];
         const T m = T(s1 / F);
         double s2 = 0.0;
+        SEQZOO_SIMD_SUM(s2)
         for (int f = 0; f < F; ++f) {
             const double d = double(a[f]) - double(m);
             s2 += d * d;
@@ -99,6 +140,7 @@ inline void site_stats(const SiteCfg& s, int B, int t, int b, const T* a, T& mea
         return;
     }
     double s1 = 0.0, s2 = 0.0;
+    SEQZOO_SIMD_SUM(s1, s2)
     for (int f = 0; f < F; ++f) {
         s1 += a[f];
         s2 += double(a[f]) * a[f];
@@ -195,6 +237,7 @@ inline void site_backward(const SiteCfg& s, int B, int t, int b, const T* __rest
     double sa = 0.0, sb = 0.0;
     T* __restrict__ gw = acc.gw;
     T* __restrict__ gb = acc.gb;
+    SEQZOO_SIMD_SUM(sa, sb)
     for (int f = 0; f < F; ++f) {
         const T dz = w ? dy[f] * w[f] : dy[f];
         const T z = (a[f] - mean) * rs;
@@ -278,8 +321,10 @@ void forward_row(const LoopCfg& c, int t, int j, const T* p, int b) {
         T mean, rs;
         site_stats<T>(sh, B, t, b, pp, mean, rs);
         if (bfh) {
+            SEQZOO_SIMD
             for (int f = 0; f < H4; ++f) a[f] = sigm<T>(a[f] + (pp[f] - mean) * rs * wfh[f] + bfh[f]);
         } else {
+            SEQZOO_SIMD
             for (int f = 0; f < H4; ++f) a[f] = sigm<T>(a[f] + (pp[f] - mean) * rs * wfh[f]);
         }
         T* g = a + 2 * H;
@@ -295,8 +340,10 @@ void forward_row(const LoopCfg& c, int t, int j, const T* p, int b) {
         const T* h_prev = static_cast<const T*>(c.hs) + ((size_t)t * B + b) * H;
         T* h_t = static_cast<T*>(c.hs) + ((size_t)(t + 1) * B + b) * H;
         if (bfc) {
+            SEQZOO_SIMD
             for (int f = 0; f < H; ++f) tc[f] = T(2) * sigm<T>((c_t[f] - mean) * rs * wfc[f] + bfc[f]) - T(1);
         } else {
+            SEQZOO_SIMD
             for (int f = 0; f < H; ++f) tc[f] = T(2) * sigm<T>((c_t[f] - mean) * rs * wfc[f]) - T(1);
         }
         for (int f = 0; f < H; ++f) h_t[f] = o_[f] * tc[f];
@@ -541,7 +588,7 @@ void backward_chunk(const LoopCfg& c, int t0, int n, const T* W, T* dh0) {
 
 extern "C" {
 
-int seqzoo_abi_version() { return 6; }
+int seqzoo_abi_version() { return 7; }
 
 void norm_lstm_forward_step_f32(const LoopCfg* c, int t, int j, const void* p) {
     forward_step<float>(*c, t, j, static_cast<const float*>(p));
@@ -603,6 +650,7 @@ void input_atn_forward(const InputAtnCfg& c) {
             const size_t row = ((size_t)j * B + b) * F;
             const T* x = static_cast<const T*>(c.xc) + row;
             double s1 = 0.0, s2 = 0.0;
+            SEQZOO_SIMD_SUM(s1, s2)
             for (int f = 0; f < F; ++f) {
                 s1 += x[f];
                 s2 += double(x[f]) * x[f];
@@ -657,6 +705,7 @@ void input_atn_backward(const InputAtnCfg& c) {
             const T mt = static_cast<const T*>(c.MEAN)[(size_t)t * B + b];
             const T rt = static_cast<const T*>(c.RS)[(size_t)t * B + b];
             double sa = 0.0, sb = 0.0;
+            SEQZOO_SIMD_SUM(sa, sb)
             for (int f = 0; f < F; ++f) {
                 const T z = (x[f] - mt) * rt;
                 const T dz = w ? dg[f] * w[f] : dg[f];

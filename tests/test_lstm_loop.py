@@ -1,4 +1,4 @@
-"""The fused LN/ATN LSTM loop (``ops.ln_lstm_recurrence``) against its autograd reference twin."""
+"""The fused LSTM loop with LN/ATN/identity sites (``ops.lstm_loop``) against its autograd reference twin."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import seqzoo
-from seqzoo.ops import ln_lstm_recurrence as M
-from seqzoo.ops import native_kernels
-from seqzoo.ops.ln_lstm_recurrence import SiteNorm, norm_lstm_sequence, norm_lstm_sequence_reference
+from seqzoo.ops import lstm_chunks, lstm_loop, native_kernels
+from seqzoo.ops.lstm_loop import norm_lstm_sequence
+from seqzoo.ops.lstm_reference import norm_lstm_sequence_reference
+from seqzoo.ops.lstm_sites import IDENTITY_SITE, SiteNorm
 from seqzoo.ops.window_norm import window_init_state
 
 B, I, H = 3, 5, 4
@@ -35,9 +36,9 @@ def _setup(kind: str, seq_len: int, project: bool, seed: int = 0):
     w = {"weight_hh": r(4 * H, H), "bias_hh": r(4 * H), "h0": r(B, H), "c0": r(B, H)}
     proj = {"weight_ih": r(4 * H, I), "bias_ih": r(4 * H)} if project else {}
     if kind == "plain":  # every site the identity: the plain LSTM through the fused loop
-        return x, w, proj, {"x": M.IDENTITY_SITE, "h": M.IDENTITY_SITE, "c": M.IDENTITY_SITE}
+        return x, w, proj, {"x": IDENTITY_SITE, "h": IDENTITY_SITE, "c": IDENTITY_SITE}
     if kind == "partial":  # LayerNorm on the recurrent term only
-        return x, w, proj, {"x": M.IDENTITY_SITE, "h": SiteNorm(None, r(4 * H), r(4 * H)), "c": M.IDENTITY_SITE}
+        return x, w, proj, {"x": IDENTITY_SITE, "h": SiteNorm(None, r(4 * H), r(4 * H)), "c": IDENTITY_SITE}
     win = {"ln": None, "atn": 3, "mixed": 2}[kind]
     norms = {"x": SiteNorm(win, r(4 * H), r(4 * H)), "h": SiteNorm(None if kind == "mixed" else win, r(4 * H),
                                                                       r(4 * H)),
@@ -61,8 +62,8 @@ def _run(fn, x, w, proj, norms, mask=None, states=None):
 def small_chunks(request, monkeypatch):
     if request.param:  # force chunks of about two steps so chunk boundaries are crossed
         budget = 2 * B * (2 * 4 * H + H) * 8
-        monkeypatch.setattr(M, "_TRAIN_CHUNK_BYTES", budget)
-        monkeypatch.setattr(M, "_INFER_CHUNK_BYTES", budget)
+        monkeypatch.setattr(lstm_chunks, "TRAIN_CHUNK_BYTES", budget)
+        monkeypatch.setattr(lstm_chunks, "INFER_CHUNK_BYTES", budget)
     return request.param
 
 
@@ -187,7 +188,7 @@ def test_two_threads_match_reference(kind, step_backend):
 
 @pytest.mark.parametrize("kind", ["plain", "ln"])
 def test_float32_saturated_gates_stay_finite(kind):
-    """Huge pre-activations saturate every gate; the C kernels' fast-math sigmoid must give 0/1, never NaN."""
+    """Huge pre-activations saturate every gate; the C kernels' sigmoid must give 0/1, never NaN."""
     g = torch.Generator().manual_seed(2)
     bsz, seq_len, d_in, hidden = 6, 25, 8, 16
     x = (torch.randn(bsz, seq_len, d_in, generator=g) * 40).requires_grad_()
@@ -195,7 +196,7 @@ def test_float32_saturated_gates_stay_finite(kind):
     w_hh = (torch.randn(4 * hidden, hidden, generator=g) * 5).requires_grad_()
     b = (torch.randn(4 * hidden, generator=g) * 50).requires_grad_()
     if kind == "plain":
-        norms = {"h": M.IDENTITY_SITE, "c": M.IDENTITY_SITE}
+        norms = {"h": IDENTITY_SITE, "c": IDENTITY_SITE}
     else:  # a large gain makes the normalized pre-activations huge too
         norms = {"h": SiteNorm(None, torch.full((4 * hidden,), 200.0), None),
                  "c": SiteNorm(None, torch.full((hidden,), 200.0), None)}
@@ -245,7 +246,7 @@ def test_cell_takes_fused_path_and_matches_generic_loop(norm, monkeypatch):
     layer = seqzoo.LSTM(6, 8, norm=norm).double()
     x = torch.randn(2, 11, 6, dtype=DT, requires_grad=True)
     calls = []
-    real = M.norm_lstm_sequence
+    real = lstm_loop.norm_lstm_sequence
 
     def spy(*a, **k):
         calls.append(1)
@@ -285,3 +286,16 @@ def test_bf16_autocast_forward_and_step(norm):
             steps.append(h)
     torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
     torch.testing.assert_close(torch.stack(steps, 1).float(), ref, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["plain", "ln", "atn"])
+def test_backward_twice_with_retain_graph(kind):
+    """A retained graph can be differentiated again with the same result (the sites outlive the first backward)."""
+    x, w, proj, norms = _setup(kind, 9, True)
+    hs, h, c, _ = norm_lstm_sequence(x, w["h0"], w["c0"], w["weight_hh"], w["bias_hh"], norms, **proj)
+    loss = (hs * hs).sum() + c.sum()
+    params = _params(x, w, proj, norms)
+    first = torch.autograd.grad(loss, params, retain_graph=True)
+    second = torch.autograd.grad(loss, params)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
