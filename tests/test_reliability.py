@@ -329,7 +329,7 @@ def test_damaged_run_folders_clear_error_or_result(finished, tmp_path_factory, d
         elif kind == "config_list":
             (d / "config.json").write_text("[1, 2]")
         elif kind == "config_missing_key":
-            cfg = json.loads((d / "config.json").read_text())
+            cfg = json.loads(finished.run_dir.joinpath("config.json").read_text())
             cfg.pop("model_args")
             (d / "config.json").write_text(json.dumps(cfg))
         elif kind == "garbage_model_json":

@@ -3,8 +3,8 @@
 The kernels fuse the pointwise work of one recurrent step (see ``csrc/norm_lstm_step.cpp``); the Python loops in
 ``ops`` call them between their GEMMs when they are available and fall back to torch ops otherwise, so a machine
 without a C++ compiler loses speed, never function. The source has no torch headers, so a cold build takes about
-a second (``g++ -O3 -march=native -fno-math-errno -fno-trapping-math -fopenmp``, IEEE semantics: no
-``-ffast-math``); the shared library is cached under ``$SEQZOO_CACHE`` (default
+a second (``g++ -O3 -march=native -fno-math-errno -fno-trapping-math -fopenmp``, IEEE semantics: no fast-math
+flags); the shared library is cached under ``$SEQZOO_CACHE`` (default
 ``~/.cache/seqzoo``) in a file named by a hash of the source, the flags, the compiler and the CPU, written
 atomically (an fsync'd temporary file renamed into place), so concurrent processes and interrupted builds are safe.
 Next to it a small JSON record holds its size and SHA-256, checked before every ``dlopen`` (a truncated library
@@ -33,7 +33,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _SRC_DIR = Path(__file__).parent / "csrc"
-# IEEE semantics: no -ffast-math (it lets the compiler assume no NaN/Inf, which turned NaN inputs into finite outputs,
+# IEEE semantics: no fast-math flag (it lets the compiler assume no NaN/Inf, which turned NaN inputs into finite outputs,
 # and links crtfastmath.o, which sets flush-to-zero/denormals-are-zero for the whole process when the library loads).
 # Only flags that change no result: no errno from libm calls (so sqrt inlines) and no FP traps assumed. Reductions
 # vectorize through OpenMP SIMD reductions in the source instead of -fassociative-math.

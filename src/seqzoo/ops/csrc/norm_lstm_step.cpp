@@ -20,7 +20,7 @@
 #include <immintrin.h>
 #endif
 
-// Built with IEEE semantics (no -ffast-math; see ops/native_kernels.py): NaN and Inf propagate exactly as on the
+// Built with IEEE semantics (no fast-math flags; see ops/native_kernels.py): NaN and Inf propagate exactly as on the
 // torch-op path and nothing here touches the FP mode (FTZ/DAZ) of the process. Reductions that must be reassociated
 // to vectorize say so with an OpenMP SIMD reduction (each operation stays IEEE; only the summation order changes).
 #ifdef _OPENMP
