@@ -151,7 +151,7 @@ def resolve_config(model: str, task: str, assignments: list[Assignment], seeds: 
     train_args = routed["train"]
     if seeds is not None and "seed" in train_args:
         raise ConfigError("give the seed either as --seeds or as seed=..., not both")
-    seed_list = [int(s) for s in seeds] if seeds else [int(train_args.pop("seed", 0))]
+    seed_list = list(seeds) if seeds else [train_args.pop("seed", 0)]  # TrainConfig checks the type
     train_args.pop("seed", None)
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"--seeds has duplicates: {seed_list}")

@@ -33,7 +33,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _SRC_DIR = Path(__file__).parent / "csrc"
-# IEEE semantics: no fast-math flag (it lets the compiler assume no NaN/Inf, which turned NaN inputs into finite outputs,
+# IEEE semantics: no fast-math (it lets the compiler assume no NaN/Inf, which turned NaN inputs into finite outputs,
 # and links crtfastmath.o, which sets flush-to-zero/denormals-are-zero for the whole process when the library loads).
 # Only flags that change no result: no errno from libm calls (so sqrt inlines) and no FP traps assumed. Reductions
 # vectorize through OpenMP SIMD reductions in the source instead of -fassociative-math.
