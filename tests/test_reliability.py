@@ -358,3 +358,13 @@ def test_damaged_run_folders_clear_error_or_result(finished, tmp_path_factory, d
         else:
             assert all(torch.isfinite(p).all() for p in out.parameters())
     assert _tree(root) == before, "reading a run must not change it"
+
+
+@pytest.mark.parametrize("task", ["music", "lm", "mnist-test", "spoken-digits"])
+def test_missing_data_fails_print_config_like_train(tmp_path, capsys, task):
+    nodata = tmp_path / "nodata"
+    rc, err = _cli(capsys, "train", "--model", "lstm", "--task", task, "--data-dir", str(nodata), "--print-config")
+    assert rc == 2 and str(nodata) in err and len(err.strip().splitlines()) == 1
+    rc2, err2 = _cli(capsys, "train", "--model", "lstm", "--task", task, "--data-dir", str(nodata),
+                     "--out", str(tmp_path / "runs"))
+    assert rc2 == 2 and err2 == err and not (tmp_path / "runs").exists()
