@@ -4,10 +4,25 @@ Training: statistics over the batch at each time step (per feature). Inference: 
 statistics kept **separately for every time step** t < ``max_steps`` (an exponential moving
 average, momentum 0.1 like ``nn.BatchNorm``, with the unbiased variance); a step beyond the last
 trained one reuses that step's statistics. ``γ`` starts at 0.1 (the paper's choice that keeps the
-tanh unsaturated); ``shift=False`` fixes ``β = 0`` (the input and recurrent sites, whose bias lives
-in the cell). The step index is carried in the state, so ``step`` equals ``forward`` in eval mode;
-in train mode statistics come from the whole batch at a step, so the flag ``step_exact_in_train``
-is False. With a batch of one the batch variance is zero (the known collapse of BN at B = 1) and
+tanh unsaturated).
+
+Where the gate bias lives: the paper computes ``BN(W_h h) + BN(W_x x) + b``. A cell's sites see
+``W_ih x + b_ih`` and ``W_hh h + b_hh`` (the LayerNorm layout), and the batch-mean subtraction
+cancels ``b_ih`` and ``b_hh`` exactly, in training and with population statistics alike. So the
+``h`` site keeps its own shift ``β_h`` (init 0): it is the paper's ``b`` (the official code's
+``ab_betas`` sit on the same term). The ``x`` site has none (``β_x = 0``, a second shift would
+only duplicate ``β_h``), and the ``c`` site has ``β_c`` as in the paper. ``shift=`` overrides.
+
+Zero-variance steps: where the batch variance of a feature is far below ``ε`` (e.g. the blank
+first pixels of MNIST, when every sequence of the batch has the same state), the forward output
+is finite (≈ 0) but the backward multiplies the incoming gradient by ``γ / sqrt(ε)`` (31.6 for
+γ = 0.1, ε = 1e-5) at every such site and step; through the ``h`` and ``c`` sites of a few dozen
+steps that overflows float32 (see docs/results/recurrent-bn-small.md). Cooijmans et al. avoid it
+with Gaussian noise (std 0.1) on the initial hidden state; a larger ``ε`` bounds the gain.
+
+The step index is carried in the state, so ``step`` equals ``forward`` in eval mode; in train
+mode statistics come from the whole batch at a step, so the flag ``step_exact_in_train`` is
+False. With a batch of one the batch variance is zero (the known collapse of BN at B = 1) and
 the population variance is not updated (the unbiased estimate is undefined there).
 """
 
@@ -95,8 +110,8 @@ class RecurrentBatchNorm(RecurrentNorm):
         super().__init__()
         self.num_features, self.eps = num_features, eps
         self.weight = nn.Parameter(torch.full((num_features,), float(gamma_init)))
-        if shift is None:  # the paper: no shift on the input and recurrent terms (the cell bias is there)
-            shift = site not in ("x", "h")
+        if shift is None:  # the cell's biases inside the sites cancel: β_h is the gate bias b, β_x = 0
+            shift = site != "x"
         self.bias = nn.Parameter(torch.zeros(num_features)) if shift else None
         self.population = PerStepPopulation(num_features, max_steps, momentum)
 
