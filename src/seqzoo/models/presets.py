@@ -62,18 +62,18 @@ _GCNN14 = ([[[6, 128]]] * 3 + [[[1, 128]]] + [[[5, 128]]] * 4 + [[[1, 128]]] + [
 _GCNN14_BOTTLENECK = ([[[5, 64]]] + [[[1, 16], [5, 16], [1, 64]]] * 3 + [[[1, 64], [5, 64], [1, 128]]] * 3
                       + [[[1, 128], [5, 128], [1, 256]]] * 6 + [[[1, 128], [5, 128], [1, 512]]])
 _CONV_DEFAULTS = dict(n_layers=1, d_input=1, d_output=1)
-register_model("gcnn", SequenceModel, layer="gcnn", d_model=256,
-               layer_kwargs={"n_blocks": 8, "kernel_size": 4, "activation": "glu"},
+_GCNN8 = {"n_blocks": 8, "kernel_size": 4, "activation": "glu"}
+_GCNN8_SMALL = {"n_blocks": 2, "kernel_size": 3}  # the conformance suite's size
+register_model("gcnn", SequenceModel, layer="gcnn", d_model=256, layer_kwargs=_GCNN8,
                description="gated convolutional LM, GCNN-8 style: 8 residual GLU blocks, k=4, weight norm "
                            "(activation= glu | gtu | relu | tanh | linear | bilinear for the ablation)",
                paper="Dauphin et al. 2017", tags=("conv",),
-               conformance={"layer_kwargs": {"n_blocks": 2, "kernel_size": 3}}, **_CONV_DEFAULTS)
-register_model("gcnn_adaptive", SequenceModel, layer="gcnn", d_model=256, head="adaptive",
-               layer_kwargs={"n_blocks": 8, "kernel_size": 4, "activation": "glu"},
+               conformance={"layer_kwargs": _GCNN8_SMALL}, **_CONV_DEFAULTS)
+register_model("gcnn_adaptive", SequenceModel, layer="gcnn", d_model=256, head="adaptive", layer_kwargs=_GCNN8,
                description="the gcnn preset with an adaptive softmax head (as the paper's LMs; cutoffs= sets the "
                            "clusters, default [V/5, V/2]); outputs are log-probabilities",
                paper="Dauphin et al. 2017; adaptive softmax: Grave et al. 2017", tags=("conv",),
-               conformance={"layer_kwargs": {"n_blocks": 2, "kernel_size": 3}, "div_value": 2.0}, **_CONV_DEFAULTS)
+               conformance={"layer_kwargs": _GCNN8_SMALL, "div_value": 2.0}, **_CONV_DEFAULTS)
 register_model("gcnn14", SequenceModel, layer="gcnn", d_model=32, layer_kwargs={"blocks": _GCNN14},
                description="GCNN-14 (WikiText-103 layout) at 1/8 width: 3x[6,128], [1,128], 4x[5,128], [1,128], "
                            "3x[4,128], [4,128], [4,256]",
