@@ -7,6 +7,11 @@ after that first one. The scaling exponents are fitted on the two longest length
 
     /work/venv/bin/python benchmarks/bench_stack_dp.py                 # n = 40, 80, 160, batch 10, |Q|=2, |G|=3
     /work/venv/bin/python benchmarks/bench_stack_dp.py --lengths 20 40 --json out.json
+
+``--official SRC`` times the official NS/RNS-RNN stack (DuSell & Chiang, tag iclr2022; ``SRC`` is its ``src``
+folder, with ``torch_semiring_einsum`` and ``attrs`` importable) against ours in one process, back to back on the same
+weights (RNS setting: unnormalized weights, reading over (state, top), float32), forward+backward through every
+step's reading. It is a measuring tool only: nothing of the official code is part of seqzoo.
 """
 
 from __future__ import annotations
@@ -58,6 +63,77 @@ def run_one(n: int, batch: int, q: int, g: int, repeats: int, threads: int, wind
             "torch": torch.__version__, "threads": threads}
 
 
+def _time_official_pair(n: int, batch: int, q: int, g: int, repeats: int, block_size: int, stack_cls, semiring
+                        ) -> dict[str, list[float]]:
+    """Forward+backward through every step's reading, ours and the official stack alternating, same weights."""
+    import torch
+
+    from seqzoo.ops.stack_dp import full_stack_dp
+
+    gen = torch.Generator().manual_seed(n)
+    weights = [torch.randn(batch, n, q, g, q, g, generator=gen), torch.randn(batch, n, q, g, q, g, generator=gen),
+               torch.randn(batch, n, q, g, q, generator=gen)]
+    weights = [w.requires_grad_(True) for w in weights]
+    coef = torch.randn(batch, n, q * g, generator=gen)
+
+    def ours() -> None:
+        log_alpha, _, _ = full_stack_dp(*weights)
+        (torch.softmax(log_alpha, -1) * coef).sum().backward()
+
+    def official() -> None:
+        st = stack_cls(batch_size=batch, num_states=q, stack_alphabet_size=g, sequence_length=n,
+                       normalize_reading=True, include_states_in_reading=True, block_size=block_size,
+                       dtype=torch.float32, device="cpu", semiring=semiring)
+        reads = []
+        for t in range(n):
+            st.update(weights[0][:, t], weights[1][:, t], weights[2][:, t])
+            reads.append(st.reading())
+        (torch.stack(reads, 1) * coef).sum().backward()
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        for w in weights:
+            w.grad = None
+        return time.perf_counter() - t0
+
+    timed(ours)  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "official": []}
+    for _ in range(repeats):
+        times["official"].append(timed(official))
+        times["ours"].append(timed(ours))
+    return times
+
+
+def compare_official(src: str, lengths: list[int], batch: int, q: int, g: int, repeats: int, threads: int,
+                     block_size: int) -> list[dict]:
+    """Ours vs the official stack, alternating within each repeat; returns per-length times and ratios."""
+    import statistics
+    import warnings
+
+    import torch
+
+    sys.path.insert(0, src)
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
+    from nsrnn.models.nondeterministic_stack import NondeterministicStack  # type: ignore[import-not-found]
+    from nsrnn.semiring import log  # type: ignore[import-not-found]
+
+    torch.set_num_threads(threads)
+    rows = []
+    for n in lengths:
+        times = _time_official_pair(n, batch, q, g, repeats, block_size, NondeterministicStack, log)
+        ratios = [o / s for o, s in zip(times["official"], times["ours"])]
+        row = {"n": n, "batch": batch, "n_states": q, "n_symbols": g, "block_size": block_size, "threads": threads,
+               "ours_s": times["ours"], "official_s": times["official"], "ratio": ratios,
+               "ratio_median": statistics.median(ratios), "torch": torch.__version__}
+        rows.append(row)
+        print(f"n={n:4d}  ours {statistics.median(times['ours']):8.3f} s [{min(times['ours']):.3f}-"
+              f"{max(times['ours']):.3f}]  official {statistics.median(times['official']):8.3f} s "
+              f"[{min(times['official']):.3f}-{max(times['official']):.3f}]  official/ours median "
+              f"{row['ratio_median']:.1f}x [{min(ratios):.1f}-{max(ratios):.1f}]", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[40, 80, 160])
@@ -69,7 +145,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the rows to this file")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--official", default=None, metavar="SRC",
+                    help="time the official iclr2022 stack (its src folder) against ours in this process")
+    ap.add_argument("--block-size", type=int, default=32, help="official code's einsum block size (paper: 32)")
     args = ap.parse_args()
+    if args.official is not None:
+        rows = compare_official(args.official, args.lengths, args.batch, args.n_states, args.n_symbols,
+                                max(args.repeats, 3), args.threads, args.block_size)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.batch, args.n_states, args.n_symbols, args.repeats, args.threads,
                                  args.window)))

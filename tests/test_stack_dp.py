@@ -83,6 +83,33 @@ def test_brute_force_counts_the_runs_of_a_known_case() -> None:
     torch.testing.assert_close(unnormalized(log_alpha, z).exp().squeeze(), torch.tensor([1.0, 2.0, 5.0], dtype=D64))
 
 
+def test_first_three_steps_by_hand_in_the_official_layout() -> None:
+    """alpha[1..3] written out by hand, in the index layout the official iclr2022 code uses (row (q, x), reading
+    index q * |Gamma| + x): the layer's readings and gradients agreed with that code to 1e-14 in float64 (see
+    docs/results/rns-rnn-small.md), and this pins the conventions that comparison relied on."""
+    q, g = 2, 2
+    push, repl, pop = (w[0] for w in weights(1, 3, q, g, seed=7, scale=2.0))  # (3, Q, G, Q, G), (3, Q, G, Q)
+    la, z, _ = full_stack_dp(push[None], repl[None], pop[None])
+    got = unnormalized(la, z)[0].view(3, q, g)
+    lse = torch.logsumexp
+    a1 = push[0, 0, 0]  # the first action is a push onto the bottom symbol (state 0, symbol 0)
+    a2 = torch.logaddexp(lse(a1[:, :, None, None] + push[1], (0, 1)),  # push, push
+                         lse(a1[:, :, None, None] + repl[1], (0, 1)))  # push, replace (no pop: height 2)
+    # t = 3, by start time i of the last push still on the stack: i = 2 (any two steps, then push), i = 1 (push,
+    # push, replace), i = 0 (push, replace, replace; or push, push, pop, which exposes the first pushed (u, y))
+    from_2 = lse(a2[:, :, None, None] + push[2], (0, 1))
+    after_push = lse(a1[:, :, None, None] + push[1], (0, 1))
+    from_1 = lse(after_push[:, :, None, None] + repl[2], (0, 1))
+    after_repl = lse(a1[:, :, None, None] + repl[1], (0, 1))
+    from_0_repl = lse(after_repl[:, :, None, None] + repl[2], (0, 1))
+    e = a1[:, :, None, None, None] + push[1][..., None] + pop[2][None, None]  # [u, y, s, z, r]
+    from_0_pop = lse(e, (0, 2, 3)).T  # [r, y]
+    a3 = lse(torch.stack([from_2, from_1, from_0_repl, from_0_pop]), 0)
+    torch.testing.assert_close(got[0], a1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got[1], a2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got[2], a3, rtol=0, atol=1e-12)
+
+
 def test_fast_dp_equals_reference_on_longer_sequences_with_large_weights() -> None:
     """Unnormalized RNS weights of size ~30 per step: the stored values stay O(1) and agree with the reference."""
     push, repl, pop = weights(3, 9, 2, 2, seed=5, scale=30.0)
