@@ -368,3 +368,9 @@ def test_missing_data_fails_print_config_like_train(tmp_path, capsys, task):
     rc2, err2 = _cli(capsys, "train", "--model", "lstm", "--task", task, "--data-dir", str(nodata),
                      "--out", str(tmp_path / "runs"))
     assert rc2 == 2 and err2 == err and not (tmp_path / "runs").exists()
+
+
+def test_cli_data_dir_does_not_leak_into_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEQZOO_DATA", raising=False)
+    _cli(capsys, "train", "--model", "lstm", "--task", "lm", "--data-dir", str(tmp_path), "--print-config")
+    assert "SEQZOO_DATA" not in os.environ

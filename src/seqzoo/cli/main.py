@@ -9,6 +9,7 @@ bug and keeps its traceback. ``SEQZOO_DEBUG=1`` shows the traceback of user erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -122,9 +123,28 @@ def _list_tasks(pattern: str | None) -> tuple[list[str], list[list[str]], list[d
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    with _data_env(args.data_dir):
+        return _train(args)
+
+
+@contextlib.contextmanager
+def _data_env(data_dir: str | None):
+    """``SEQZOO_DATA=data_dir`` for the duration of one command (tasks without a ``data_dir`` argument read it),
+    restored afterwards so an in-process ``main()`` leaves the caller's environment as it was."""
+    old = os.environ.get("SEQZOO_DATA")
+    if data_dir:
+        os.environ["SEQZOO_DATA"] = str(data_dir)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SEQZOO_DATA", None)
+        else:
+            os.environ["SEQZOO_DATA"] = old
+
+
+def _train(args: argparse.Namespace) -> int:
     assignments = parse_assignments(args.overrides)
-    if args.data_dir:
-        os.environ["SEQZOO_DATA"] = str(args.data_dir)
     cfg = resolve_config(args.model, args.task, assignments, seeds=args.seeds, data_dir=args.data_dir)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, default=str))
