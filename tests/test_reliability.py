@@ -237,6 +237,8 @@ def test_tampered_config_cannot_read_arbitrary_files(finished, tmp_path, capsys)
         evaluate_run(d)
     rc, err = _cli(capsys, "eval", str(d))
     assert rc == 2 and "secret.csv" in err
+    rc, err = _cli(capsys, "eval", str(d), "--data-dir", str(tmp_path))  # allowed when the user names the folder
+    assert f"reads {secret}" in err
 
 
 def test_state_dict_mismatch_keeps_the_detail(finished, tmp_path):

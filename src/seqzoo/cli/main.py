@@ -225,7 +225,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not (run / "config.json").is_file():
             raise RunError(f"{run} is not a run directory (no config.json)")
     from seqzoo.training import evaluate_run
+    from seqzoo.training.runs import run_data_files
 
+    for run in runs:  # a run may come from elsewhere: say which data it will read before reading it
+        files = run_data_files(run, args.data_dir)
+        if files:
+            print(f"{run}: reads {', '.join(files)}", file=sys.stderr)
     results = {str(run): evaluate_run(run, split=args.split, data_dir=args.data_dir) for run in runs}
     if args.json:  # one run: its metrics; several: {run directory: metrics}
         print(json.dumps(next(iter(results.values())) if len(results) == 1 else results))

@@ -308,12 +308,12 @@ def trusted_task_args(cfg: dict[str, Any], data_dir: str | os.PathLike | None, s
 
     args = dict(cfg["task_args"])
     accepted = signature_params(TASKS.get(cfg["task"]).__init__)
-    if data_dir is not None and "data_dir" not in accepted:
+    if data_dir is not None and not any(k in accepted for k in (*DIR_ARGS, *PATH_ARGS)):
         raise RunError(f"task {cfg['task']!r} reads no data from disk; it takes no data_dir")
     for key in DIR_ARGS:
         if key in args:
             args.pop(key)
-    if data_dir is not None:
+    if data_dir is not None and "data_dir" in accepted:
         args["data_dir"] = str(data_dir)
     roots = _data_roots(data_dir)
     for key in PATH_ARGS:
