@@ -56,12 +56,14 @@ from seqzoo.training.distributed import (
     teardown_distributed,
 )
 from seqzoo.training.evaluation import (
+    NO_STATE,
+    Scores,
+    batch_loss,
     carries_state,
     check_fit,
     detach_state,
     evaluate_split,
-    forward,
-    forward_state,
+    score_batch,
     to_device,
 )
 from seqzoo.training.index import RunIndex
@@ -250,18 +252,17 @@ class Trainer:
         self.carry = CarriedState(False)
 
     # ----- overridable steps ----------------------------------------------------------------------------
-    def model_outputs(self, model: nn.Module, batch: Batch) -> Tensor:
-        """The model's outputs on ``batch``; continues from the carried state when this step carries one."""
-        if not self.carry.active:
-            return forward(model, batch, device=self.ctx.device, bf16=self.config.bf16)
-        outputs, new_state = forward_state(model, batch, self.carry.state, device=self.ctx.device,
-                                           bf16=self.config.bf16)
-        self.carry.pending = detach_state(new_state)
-        return outputs
+    def model_outputs(self, model: nn.Module, batch: Batch) -> Scores:
+        """The model's scores of ``batch`` (``evaluation.score_batch``: per-token NLLs or outputs); continues from
+        the carried state when this step carries one."""
+        state = self.carry.state if self.carry.active else NO_STATE
+        scores = score_batch(model, self.task, batch, device=self.ctx.device, bf16=self.config.bf16, state=state)
+        if self.carry.active:
+            self.carry.pending = detach_state(scores.state)
+        return scores
 
     def compute_loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        outputs = self.model_outputs(model, batch)
-        return self.task.loss(outputs, batch)
+        return batch_loss(self.task, self.model_outputs(model, batch), batch)
 
     def backward(self, loss: Tensor) -> None:
         loss.backward()
