@@ -181,7 +181,7 @@ class AdaptiveHead(nn.Module):
             raise ValueError(f"AdaptiveHead.nll: features {tuple(x.shape)} and targets {tuple(targets.shape)} "
                              "must agree in every dimension but the last")
         check_targets(targets, self.n_classes)
-        flat, t = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
+        flat, t = x.reshape(-1, x.shape[-1]), targets.reshape(-1).contiguous()
         short = self.shortlist_size
         in_head = t < short
         # the head's column of each target: the class itself, or the logit of its tail cluster
