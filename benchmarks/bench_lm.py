@@ -10,7 +10,8 @@ Usage (docs/benchmarks.md, "Language-model throughput")::
 detached state carried, as the trainer does) through ``Trainer.compute_loss``, for each seqzoo model and head, and
 the reference script: ``nn.Embedding -> nn.LSTM -> nn.AdaptiveLogSoftmaxWithLoss(cutoffs=[2000, 5000])`` used
 through its ``(input, target)`` loss, or a full softmax (``nn.Linear`` + ``cross_entropy``). Rounds alternate
-seqzoo and reference; the ratio of each round is reported (median, min-max over rounds). Evaluation: seqzoo's
+seqzoo and reference step by step; a round's ratio is the ratio of the two median step times; reported: the median
+and min-max over rounds. Evaluation: seqzoo's
 ``evaluate_split`` on the valid split (tokens/s) against the reference model scoring the same split with its loss
 path. ``10k`` is PTB (``SEQZOO_DATA`` or ``--data-dir``); ``33k`` is PTB with every word split into variants by
 position (``word~k``, k = occurrence index mod 4), a Zipf-like vocabulary of about 33k words on the same text.
@@ -174,6 +175,15 @@ def time_steps(step, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def alternate(step_a, step_b, n: int) -> tuple[float, float]:
+    """Median seconds per step of ``step_a`` and ``step_b``, run alternately one step each (load spikes hit both)."""
+    a, b = [], []
+    for _ in range(n):
+        a.append(time_steps(step_a, 1))
+        b.append(time_steps(step_b, 1))
+    return statistics.median(a), statistics.median(b)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
@@ -198,8 +208,7 @@ def bench_lm(args) -> None:
                     time_steps(step, args.warmup)
                     ours, theirs, ratios = [], [], []
                     for _ in range(args.repeats):
-                        a = time_steps(step, args.steps)
-                        b = time_steps(ref_step, args.steps)
+                        a, b = alternate(step, ref_step, args.steps)
                         ours.append(a)
                         theirs.append(b)
                         ratios.append(a / b)
@@ -239,8 +248,7 @@ def bench_cutoffs(args) -> None:
             for name, cuts in choices.items():
                 step, _, model = seqzoo_stepper(task, "lstm_native", "adaptive", cutoffs=cuts)
                 time_steps(step, args.warmup)
-                ratios = [time_steps(step, args.steps) / time_steps(ref_step, args.steps)
-                          for _ in range(args.repeats)]
+                ratios = [a / b for a, b in (alternate(step, ref_step, args.steps) for _ in range(args.repeats))]
                 ppl = ""
                 if args.quality_steps:
                     time_steps(step, args.quality_steps)
@@ -250,47 +258,53 @@ def bench_cutoffs(args) -> None:
 
 
 def bench_overhead(args) -> None:
-    """Trainer loop vs a plain loop: adding task, ``lstm`` H = 64, Adam, batch 32."""
+    """Trainer loop vs a plain loop: adding task, ``lstm`` H = 64, Adam, clip 1.0 (the trainer's default), batch 32.
+
+    Interleaved so that load hits both alike: at every step of the real ``Trainer.run`` loop, one step of the plain
+    loop runs first (its own model and optimizer), timed alone; the trainer's step is the interval between
+    successive ``compute_loss`` calls minus that plain step. Ratio = median trainer step / median plain step.
+    """
     task_args = {"seq_len": 100}
     n = args.overhead_steps
-    cfg = {"device": "cpu", "steps": n, "batch_size": BATCH, "eval_every": n, "checkpoint_interval": 10 * n,
-           "progress": False, "tensorboard": False, "lr": 1e-3}
-
-    class Timed(Trainer):
-        def compute_loss(self, model, batch):
-            self.stamps.append(time.perf_counter())
-            return super().compute_loss(model, batch)
-
+    cfg = {"device": "cpu", "steps": n, "batch_size": BATCH, "eval_every": n, "checkpoint_every": 10 * n,
+           "progress": False, "tensorboard": False, "lr": 1e-3, "clip_norm": 1.0, "test_split": None}
     task = create_task("adding", **task_args)
 
-    def trainer_step() -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            tr = Timed("lstm", "adding", model_args={"d_model": 64}, task_args=task_args, config=cfg, out=tmp,
-                       index=False)
-            tr.stamps = []
-            tr.run()
-        gaps = [b - a for a, b in zip(tr.stamps, tr.stamps[1:])]
-        return statistics.median(gaps[5:])
-
-    def plain_step() -> float:
+    def plain_loop():
         torch.manual_seed(0)
         model = create_model("lstm", d_model=64, **task.spec.model_kwargs())
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        stamps = []
-        for s in range(n):
-            stamps.append(time.perf_counter())
-            batch = task.train_batch(s, BATCH)
+        counter = {"step": 0}
+
+        def step() -> None:
+            batch = task.train_batch(counter["step"], BATCH)
+            counter["step"] += 1
             opt.zero_grad(set_to_none=True)
-            out = model(batch["inputs"])[0]
-            loss = task.loss(out, batch)
+            loss = task.loss(model(batch["inputs"])[0], batch)
             loss.backward()
+            float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
             opt.step()
-        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-        return statistics.median(gaps[5:])
+
+        return step
+
+    class Timed(Trainer):
+        def compute_loss(self, model, batch):
+            t0 = time.perf_counter()
+            self.plain_step()
+            t1 = time.perf_counter()
+            self.plain.append(t1 - t0)
+            self.stamps.append(t1)
+            return super().compute_loss(model, batch)
 
     ratios, ours, theirs = [], [], []
     for _ in range(args.repeats):
-        a, b = trainer_step(), plain_step()
+        with tempfile.TemporaryDirectory() as tmp:
+            tr = Timed("lstm", "adding", model_args={"d_model": 64}, task_args=task_args, config=cfg, out=tmp,
+                       index=False)
+            tr.stamps, tr.plain, tr.plain_step = [], [], plain_loop()
+            tr.run()
+        gaps = [b - a - p for a, b, p in zip(tr.stamps, tr.stamps[1:], tr.plain[1:])][5:]
+        a, b = statistics.median(gaps), statistics.median(tr.plain[6:])
         ours.append(a)
         theirs.append(b)
         ratios.append(a / b)
@@ -308,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", default="adaptive,linear")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--steps", type=int, default=15, help="timed steps per round (each side)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--eval-repeats", type=int, default=1)
+    p.add_argument("--eval-repeats", type=int, default=3)
     p.add_argument("--eval-streams", type=int, default=256, help="the trainer's default eval_batch_size")
     p.add_argument("--overhead-steps", type=int, default=200)
     p.add_argument("--quality-steps", type=int, default=0)

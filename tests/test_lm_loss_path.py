@@ -216,3 +216,16 @@ def test_tied_weights_share_the_embedding(head: str, tmp_path: Path) -> None:
     torch.testing.assert_close(loaded(x, targets=t)[0], nll.detach())
     with pytest.raises(ConfigError, match="tie_weights=True needs a token embedding"):
         create_model("lstm_native", d_model=8, d_input=3, d_output=30, tie_weights=True, **kw)
+
+
+@pytest.mark.parametrize("head", [ADAPTIVE, {"head": "linear"}], ids=["adaptive", "linear"])
+def test_bf16_scores_are_float32_and_close_to_the_float32_path(corpus: Path, head: dict) -> None:
+    task = _task(corpus)
+    model = _model(task, **head)
+    batch = task.train_batch(0, 4)
+    fp32 = score_batch(model, task, batch, device=CPU)
+    bf16 = score_batch(model, task, batch, device=CPU, bf16=True)
+    assert bf16.values.dtype == torch.float32
+    torch.testing.assert_close(bf16.values, fp32.values, atol=0.1, rtol=0.02)
+    batch_loss(task, bf16, batch).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

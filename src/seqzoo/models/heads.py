@@ -187,12 +187,13 @@ class AdaptiveHead(nn.Module):
         # the head's column of each target: the class itself, or the logit of its tail cluster
         cluster = torch.bucketize(t, torch.tensor(self.cutoffs, device=t.device), right=True)  # 0 = head
         column = torch.where(in_head, t, cluster + (short - 1))
-        logp = F.log_softmax(self.head_logits(flat), dim=-1).gather(1, column.unsqueeze(1)).squeeze(1)
+        # softmaxes in float32 (logits may be bfloat16 under autocast), as the cross-entropy of a linear head is
+        logp = F.log_softmax(self.head_logits(flat).float(), dim=-1).gather(1, column.unsqueeze(1)).squeeze(1)
         for i in range(len(self.cutoffs)):
             rows = (cluster == i + 1).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            local = F.log_softmax(self.tail_logits(i, flat.index_select(0, rows)), dim=-1)
+            local = F.log_softmax(self.tail_logits(i, flat.index_select(0, rows)).float(), dim=-1)
             picked = local.gather(1, (t.index_select(0, rows) - self.bounds[i]).unsqueeze(1)).squeeze(1)
             logp = logp.index_add(0, rows, picked)
         return -logp.view(targets.shape)
