@@ -172,6 +172,16 @@ def _tokens(batch: Batch) -> int:
     return int(x.shape[0] * (x.shape[1] if x.dim() > 1 else 1))
 
 
+def _seed_step(seed: int, device: torch.device) -> None:
+    """``torch.manual_seed(seed)`` as far as a step on ``device`` can tell: on CPU only the CPU generator is seeded
+    (the same state; ``torch.manual_seed`` also runs the CUDA, XPU and MTIA seeding hooks, about 5% of a small
+    model's step)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def _finite_params(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -469,7 +479,7 @@ class Trainer:
                     if over:
                         status, message = "time_budget", f"time budget of {cfg.time_budget:g} s reached at step {done}"
                         break
-                torch.manual_seed(derive_seed("train-step", cfg.seed, done, ctx.rank))
+                _seed_step(derive_seed("train-step", cfg.seed, done, ctx.rank), ctx.device)
                 batch = task.train_batch(done, cfg.batch_size, cfg.seed)
                 tokens += _tokens(batch)
                 batch = to_device(shard_batch(batch, ctx), ctx.device)
