@@ -181,8 +181,9 @@ def test_evaluation_scores_in_bounded_chunks(monkeypatch) -> None:
 
 def test_default_cutoffs_rule() -> None:
     assert default_cutoffs(10_000) == [2000, 5000]
-    assert default_cutoffs(33_278) == [6655, 16639]
-    assert default_cutoffs(267_735) == [20_000, 100_000]
+    assert default_cutoffs(33_278) == [2000, 10_000]
+    assert default_cutoffs(267_735) == [2000, 10_000, 50_000]
+    assert all(default_cutoffs(n) == [n // 5, n // 2] for n in (10, 999, 10_000))  # the former rule up to 10k
     assert default_cutoffs(3) == [1, 2]
     with pytest.raises(ValueError, match="d_output >= 3"):
         default_cutoffs(2)

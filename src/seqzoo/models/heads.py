@@ -39,21 +39,23 @@ EVAL_CHUNK_ELEMENTS = 1 << 22
 def default_cutoffs(n_classes: int) -> list[int]:
     """Cutoffs used when none are given.
 
-    Rule: a head of the ``n_classes // 5`` most frequent classes (but at most 20,000), a first tail cluster up to
-    ``n_classes // 2`` (at most 100,000), the rest in the last cluster. PTB's 10,000 words give ``[2000, 5000]``
-    (the cutoffs of the issue's reference script and of torch's documentation example), 33,278 words give
-    ``[6655, 16639]``; WikiText-103's 267,735 give ``[20000, 100000]``, close to fairseq's ``20000,60000``
-    (``transformer_lm_wiki103``) and Grave et al.'s heads of 2k-20k words with 2-4 clusters. The head is a large
-    share of the classes because on a CPU (and on a GPU above a few thousand columns) its cost is linear in its
-    width, while every token whose target lies in a tail pays for the head and its cluster
-    (benchmarks/bench_lm.py --cutoff-sweep measures the alternatives). Fewer clusters when ``n_classes`` is
-    too small for two.
+    Rule: a head of the ``min(2000, n // 5)`` most frequent classes, a first tail cluster up to ``min(10000, n //
+    2)``, a third cutoff at 50,000 above 100,000 classes, the rest in the last cluster. Up to 10,000 classes this is
+    the former ``[n // 5, n // 2]`` (PTB's 10,000 words -> ``[2000, 5000]``, the cutoffs of torch's documentation
+    example and of the reference script of issue 21); 33,278 words (WikiText-2) -> ``[2000, 10000]``; 267,735
+    (WikiText-103) -> ``[2000, 10000, 50000]``, the shape of fairseq's LSTM/fconv default ``10000,50000,200000``
+    with Grave et al.'s small head (2k-4k words). Why a small head: every position pays for the head softmax, only
+    the few whose target is rare pay for a tail. Measured (benchmarks/bench_lm.py cutoffs, 39,855 words, step time
+    / the reference step with ``[2000, 5000]``, loaded machine): ``[2000, 10000]`` 0.97, ``[2000, 5000]`` 0.98,
+    ``[4000, 12000]`` 1.15, ``[n // 5, n // 2]`` 1.41. Fewer clusters when ``n_classes`` is too small for two.
     """
     if n_classes < 3:
         raise ValueError(f"head='adaptive' needs d_output >= 3 (a head and at least one tail cluster), "
                          f"got d_output={n_classes}")
-    cuts = sorted({max(1, min(20_000, n_classes // 5)), max(2, min(100_000, n_classes // 2))})
-    return [c for c in cuts if c < n_classes]
+    cuts = {max(1, min(2000, n_classes // 5)), max(2, min(10_000, n_classes // 2))}
+    if n_classes > 100_000:
+        cuts.add(50_000)
+    return sorted(c for c in cuts if c < n_classes)
 
 
 def check_cutoffs(cutoffs: Sequence[int] | None, n_classes: int) -> list[int]:

@@ -45,7 +45,7 @@ class SequenceModel(nn.Module):
         head: ``"linear"`` (logits) or ``"adaptive"`` (adaptive softmax; outputs are log-probabilities, so a
             cross-entropy over them is exact).
         cutoffs: adaptive head only: class-id boundaries of the head and tail clusters (ids sorted by frequency);
-            None = ``[d_output // 5, d_output // 2]``.
+            None = ``seqzoo.models.heads.default_cutoffs(d_output)``.
         div_value: adaptive head only: tail cluster i projects to ``width / div_value ** (i + 1)`` dims.
         tie_weights: share the token embedding's weight with the output head (token input, ``vocab_size ==
             d_output`` and the last layer's width equal to ``d_model``); see ``seqzoo.models.heads``.
