@@ -142,9 +142,9 @@ class AdaptiveHead(nn.Module):
 
     @property
     def widest(self) -> int:
-        """The most logits one position computes in one matrix (the head softmax or the largest cluster)."""
-        sizes = [b - a for a, b in zip(self.bounds, self.bounds[1:])]
-        return max(self.shortlist_size + len(self.cutoffs), *sizes)
+        """Logits per position of the head softmax, the one every position computes (``head_nll`` chunks positions
+        by it; ``nll`` splits a tail cluster's rows further without autograd)."""
+        return self.shortlist_size + len(self.cutoffs)
 
     def head_logits(self, x: Tensor) -> Tensor:
         """Logits of the ``cutoffs[0]`` frequent classes followed by one logit per tail cluster."""
@@ -195,9 +195,12 @@ class AdaptiveHead(nn.Module):
             rows = (cluster == i + 1).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            local = F.log_softmax(self.tail_logits(i, flat.index_select(0, rows)).float(), dim=-1)
-            picked = local.gather(1, (t.index_select(0, rows) - self.bounds[i]).unsqueeze(1)).squeeze(1)
-            logp = logp.index_add(0, rows, picked)
+            size = self.bounds[i + 1] - self.bounds[i]
+            step = rows.numel() if torch.is_grad_enabled() else max(1, EVAL_CHUNK_ELEMENTS // size)
+            for part in rows.split(step):
+                local = F.log_softmax(self.tail_logits(i, flat.index_select(0, part)).float(), dim=-1)
+                picked = local.gather(1, (t.index_select(0, part) - self.bounds[i]).unsqueeze(1)).squeeze(1)
+                logp = logp.index_add(0, part, picked)
         return -logp.view(targets.shape)
 
 
