@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from seqzoo.errors import ConfigError
 from seqzoo.layers import build_layer
 from seqzoo.layers.post_norm import POST_NORMS, PostNormLayer
-from seqzoo.models.heads import HEADS, AdaptiveHead
+from seqzoo.models.heads import HEADS, AdaptiveHead, TiedLinearHead, head_nll
 
 DECODERS = ("step", "last", "mean")
 ModelState = tuple[tuple[Tensor, ...], ...]
@@ -71,8 +71,13 @@ class SequenceModel(nn.Module):
         head: ``"linear"`` (logits) or ``"adaptive"`` (adaptive softmax; outputs are log-probabilities, so a
             cross-entropy over them is exact).
         cutoffs: adaptive head only: class-id boundaries of the head and tail clusters (ids sorted by frequency);
-            None = ``[d_output // 5, d_output // 2]``.
+            None = ``seqzoo.models.heads.default_cutoffs(d_output)``.
         div_value: adaptive head only: tail cluster i projects to ``width / div_value ** (i + 1)`` dims.
+        tie_weights: share the token embedding's weight with the output head (token input, ``vocab_size ==
+            d_output`` and the last layer's width equal to ``d_model``); see ``seqzoo.models.heads``.
+
+    ``forward(inputs, targets=...)`` (decoder ``"step"``) returns the per-position NLL of ``targets`` instead of the
+    outputs (``scores_targets``): the adaptive head then never builds the ``(B, L, d_output)`` log-probabilities.
     """
 
     input_names = ("inputs", "mask")
@@ -98,6 +103,7 @@ class SequenceModel(nn.Module):
         head: str = "linear",
         cutoffs: list[int] | None = None,
         div_value: float = 4.0,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
         if (d_input is None) == (vocab_size is None):
@@ -144,13 +150,21 @@ class SequenceModel(nn.Module):
         self.final_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.head_kind = head
-        self.head: nn.Module = (AdaptiveHead(width, d_output, cutoffs, div_value) if head == "adaptive"
-                                else nn.Linear(width, d_output))
+        tied = self.embed if tie_weights else None
+        if head == "adaptive":
+            self.head: nn.Module = AdaptiveHead(width, d_output, cutoffs, div_value, embedding=tied)
+        else:
+            self.head = TiedLinearHead(self.embed, width, d_output) if tie_weights else nn.Linear(width, d_output)
 
     # ----- protocol flags ---------------------------------------------------------------------
     @property
     def is_causal(self) -> bool:
         return all(layer.is_causal for layer in self.layers)
+
+    @property
+    def scores_targets(self) -> bool:
+        """True when ``forward(..., targets=...)`` returns per-position NLLs (the training tier's loss protocol)."""
+        return self.decoder == "step"
 
     @property
     def supports_step(self) -> bool:
@@ -206,9 +220,13 @@ class SequenceModel(nn.Module):
         return self.final_norm(x), tuple(new_states)
 
     def forward(
-        self, inputs: Tensor, state: ModelState | None = None, *, mask: Tensor | None = None
+        self, inputs: Tensor, state: ModelState | None = None, *, mask: Tensor | None = None,
+        targets: Tensor | None = None,
     ) -> tuple[Tensor, ModelState]:
+        """``(outputs, state)``; with ``targets`` (decoder ``"step"``) ``(nll (B, L), state)``, see ``target_nll``."""
         x, new_state = self.backbone(inputs, state, mask=mask)
+        if targets is not None:
+            return self.target_nll(x, targets), new_state
         if self.decoder == "step":
             return self.head(x), new_state
         if self.decoder == "last":
@@ -224,6 +242,19 @@ class SequenceModel(nn.Module):
                 m = mask.to(x.dtype).unsqueeze(-1)
                 feat = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.head(feat), new_state
+
+    def target_nll(self, features: Tensor, targets: Tensor) -> Tensor:
+        """``-log p(targets)`` per position from the backbone's features ``(B, L, width)`` and ``targets (B, L)``.
+
+        The head scores the targets directly (the adaptive head evaluates only the clusters they lie in); without
+        autograd the positions go through in bounded chunks (``seqzoo.models.heads.head_nll``).
+        """
+        if not self.scores_targets:
+            raise ValueError(f"targets= needs decoder='step' (one output per position), got decoder={self.decoder!r}")
+        if features.shape[:-1] != targets.shape:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the model's positions "
+                             f"{tuple(features.shape[:-1])} (expected (batch, seq_len))")
+        return head_nll(self.head, features, targets)
 
     def report_metrics(self) -> dict[str, float]:
         """Numbers of a layer that folds this model's linear head into its own (the ARMA cell's

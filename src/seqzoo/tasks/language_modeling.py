@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.errors import ConfigError
-from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, check_int
+from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset, _masked_mean, _masked_sum_count, check_int
 from seqzoo.tasks.data_files import data_error, dataset_folder, find_file, read_text
 from seqzoo.tasks.registry import register_task
 
@@ -287,6 +287,19 @@ class LanguageModelingTask(Task):
         return out
 
     # ----- metrics and baseline -------------------------------------------------------------------------------------
+    def loss_from_nll(self, nll: Tensor, batch: Batch) -> Tensor:
+        """The training loss from per-token NLLs ``(B, L)`` (a model that scores targets itself, see
+        ``seqzoo.training.evaluation``): the same masked mean ``loss`` takes of the cross-entropy."""
+        return _masked_mean(nll, batch.get("loss_mask"))
+
+    def metric_sums_from_nll(self, nll: Tensor, batch: Batch) -> dict[str, tuple[float, float]]:
+        """``metric_sums`` from per-token NLLs: ``cross_entropy`` is the NLL, ``bpc`` the NLL in bits."""
+        mask = batch.get("loss_mask")
+        out = {"cross_entropy": _masked_sum_count(nll, mask)}
+        if "bpc" in self.spec.metrics:
+            out["bpc"] = _masked_sum_count(nll / math.log(2), mask)
+        return out
+
     def custom_metric(self, name: str, outputs: Tensor, batch: Batch) -> Tensor | tuple[float, float]:
         if name == "bpc":
             return self._pointwise("cross_entropy", outputs, batch["targets"]) / math.log(2)

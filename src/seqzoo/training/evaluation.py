@@ -8,6 +8,20 @@ Two ways to evaluate a split (``evaluate_split`` picks one and names it):
   (``carries_state``), the split is read as parallel contiguous streams, segment after segment, the state carried
   from each segment into the next, every target scored once; ``evaluate_stream``. For a recurrent language model
   this is the full-history perplexity the papers report; the independent windows truncate the history.
+
+One loss path: training (``Trainer.compute_loss``) and evaluation both score a batch with ``score_batch``, then
+take ``batch_loss`` or ``batch_metric_sums`` of the result. When the model scores targets itself and the task can
+use per-token NLLs, the model is asked for ``-log p(target)`` per position and never builds its full output
+distribution; otherwise its outputs go to ``task.loss`` / ``task.metric_sums``. The protocol:
+
+* model: a truthy ``scores_targets`` attribute, and ``model(**inputs, targets=targets[, state=...])`` returns
+  ``(nll, state)`` with ``nll`` of the shape of ``targets`` (``SequenceModel`` with the ``"step"`` decoder; an
+  adaptive softmax head then evaluates only the clusters the targets lie in). The call goes through
+  ``model(...)``, so DistributedDataParallel's hooks run as for ``forward``.
+* task: ``loss_from_nll(nll, batch)`` (a scalar) and ``metric_sums_from_nll(nll, batch)`` (``{metric: (sum,
+  count)}``) that give the same numbers ``loss`` and ``metric_sums`` give on the outputs (``lm``).
+
+Callers that need the distribution (generation, beam search, sampling) call the model without ``targets``.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,16 +72,59 @@ def forward(model: nn.Module, batch: Batch, *, device: torch.device, bf16: bool 
     return out.float() if bf16 and out.is_floating_point() else out
 
 
-def forward_state(model: nn.Module, batch: Batch, state: Any, *, device: torch.device,
-                  bf16: bool = False) -> tuple[Tensor, Any]:
-    """``model(**inputs, state=state)``: the outputs (float32 under bf16) and the model's new state."""
+NO_STATE = object()  # score_batch: do not pass a state (a plain forward), as opposed to None (a fresh state)
+
+
+def scores_nll(model: nn.Module, task: Task) -> bool:
+    """True when ``model`` scores targets itself and ``task`` takes per-token NLLs (module docstring)."""
+    return bool(getattr(unwrap(model), "scores_targets", False)) and callable(getattr(task, "loss_from_nll", None))
+
+
+@dataclass
+class Scores:
+    """What ``score_batch`` got from the model: per-token NLLs (``is_nll``) or its outputs, and its new state."""
+
+    values: Tensor
+    is_nll: bool
+    state: Any = None
+
+
+def score_batch(model: nn.Module, task: Task, batch: Batch, *, device: torch.device, bf16: bool = False,
+                state: Any = NO_STATE) -> Scores:
+    """Run the model on ``batch`` for the loss or metrics: per-token NLLs when the model and task support it
+    (``scores_nll``), else the outputs. ``state`` (when given, None = fresh) is passed in and the new one returned,
+    for truncated BPTT and carried evaluation. Under ``bf16`` the model runs in autocast and the values are float32.
+    """
+    kwargs = model_inputs(model, batch)
+    nll = scores_nll(model, task)
+    if nll:
+        kwargs["targets"] = batch["targets"]
+    if state is not NO_STATE:
+        kwargs["state"] = state
     with autocast(device, bf16):
-        out = model(**model_inputs(model, batch), state=state)
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise TypeError(f"{type(unwrap(model)).__name__} must return (outputs, state) to carry a state, "
-                        f"got {type(out).__name__}")
-    y, new_state = out
-    return (y.float() if bf16 and y.is_floating_point() else y), new_state
+        out = model(**kwargs)
+    new_state = None
+    if state is not NO_STATE:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"{type(unwrap(model)).__name__} must return (outputs, state) to carry a state, "
+                            f"got {type(out).__name__}")
+        out, new_state = out
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if bf16 and out.is_floating_point():
+        out = out.float()
+    return Scores(out, nll, new_state)
+
+
+def batch_loss(task: Task, scores: Scores, batch: Batch) -> Tensor:
+    """The task's training loss of a scored batch (a scalar with autograd)."""
+    return task.loss_from_nll(scores.values, batch) if scores.is_nll else task.loss(scores.values, batch)
+
+
+def batch_metric_sums(task: Task, scores: Scores, batch: Batch) -> dict[str, tuple[float, float]]:
+    """The task's ``{metric: (sum, count)}`` of a scored batch."""
+    return (task.metric_sums_from_nll(scores.values, batch) if scores.is_nll
+            else task.metric_sums(scores.values, batch))
 
 
 def detach_state(state: Any) -> Any:
@@ -167,8 +225,8 @@ def evaluate(model: nn.Module, task: Task, data: TensorDataset, *, batch_size: i
                 if i % world != rank:
                     continue
                 batch = to_device(batch, device)
-                outputs = forward(module, batch, device=device, bf16=bf16)
-                for j, (s, c) in enumerate(task.metric_sums(outputs, batch)[n] for n in names):
+                scores = score_batch(module, task, batch, device=device, bf16=bf16)
+                for j, (s, c) in enumerate(batch_metric_sums(task, scores, batch)[n] for n in names):
                     sums[j, 0] += s
                     sums[j, 1] += c
     finally:
@@ -205,8 +263,9 @@ def evaluate_stream(model: nn.Module, task: Task, batches: list[Batch], *, devic
                 if batch["inputs"].shape[0] == 0:
                     continue
                 batch = to_device(batch, device)
-                outputs, state = forward_state(module, batch, state, device=device, bf16=bf16)
-                for j, (s, c) in enumerate(task.metric_sums(outputs, batch)[n] for n in names):
+                scores = score_batch(module, task, batch, device=device, bf16=bf16, state=state)
+                state = scores.state
+                for j, (s, c) in enumerate(batch_metric_sums(task, scores, batch)[n] for n in names):
                     sums[j, 0] += s
                     sums[j, 1] += c
     finally:

@@ -61,11 +61,13 @@ from seqzoo.training.distributed import (
     teardown_distributed,
 )
 from seqzoo.training.evaluation import (
+    NO_STATE,
+    Scores,
+    batch_loss,
     carries_state,
     detach_state,
     evaluate_split,
-    forward,
-    forward_state,
+    score_batch,
     to_device,
 )
 from seqzoo.training.hooks import TrainHook, module_metrics
@@ -143,6 +145,16 @@ def _tokens(batch: Batch) -> int:
     if x is None or not torch.is_tensor(x) or x.dim() == 0:
         return 0
     return int(x.shape[0] * (x.shape[1] if x.dim() > 1 else 1))
+
+
+def _seed_step(seed: int, device: torch.device) -> None:
+    """``torch.manual_seed(seed)`` as far as a step on ``device`` can tell: on CPU only the CPU generator is seeded
+    (the same state; ``torch.manual_seed`` also runs the CUDA, XPU and MTIA seeding hooks, about 5% of a small
+    model's step)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def _finite_params(model: nn.Module) -> bool:
@@ -293,18 +305,17 @@ class Trainer:
         self.carry = CarriedState(False)
 
     # ----- overridable steps ----------------------------------------------------------------------------
-    def model_outputs(self, model: nn.Module, batch: Batch) -> Tensor:
-        """The model's outputs on ``batch``; continues from the carried state when this step carries one."""
-        if not self.carry.active:
-            return forward(model, batch, device=self.ctx.device, bf16=self.config.bf16)
-        outputs, new_state = forward_state(model, batch, self.carry.state, device=self.ctx.device,
-                                           bf16=self.config.bf16)
-        self.carry.pending = detach_state(new_state)
-        return outputs
+    def model_outputs(self, model: nn.Module, batch: Batch) -> Scores:
+        """The model's scores of ``batch`` (``evaluation.score_batch``: per-token NLLs or outputs); continues from
+        the carried state when this step carries one."""
+        state = self.carry.state if self.carry.active else NO_STATE
+        scores = score_batch(model, self.task, batch, device=self.ctx.device, bf16=self.config.bf16, state=state)
+        if self.carry.active:
+            self.carry.pending = detach_state(scores.state)
+        return scores
 
     def compute_loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        outputs = self.model_outputs(model, batch)
-        return self.task.loss(outputs, batch)
+        return batch_loss(self.task, self.model_outputs(model, batch), batch)
 
     def backward(self, loss: Tensor) -> None:
         loss.backward()
@@ -490,7 +501,7 @@ class Trainer:
         """One optimizer step at step ``self.done``; False (with ``status`` set) when the loss or gradient is not
         finite, in which case the weights are left as they were before the optimizer step."""
         cfg, ctx, model, st = self.config, self.ctx, self.train_model, self.state
-        torch.manual_seed(derive_seed("train-step", cfg.seed, self.done, ctx.rank))
+        _seed_step(derive_seed("train-step", cfg.seed, self.done, ctx.rank), ctx.device)
         batch = self.task.train_batch(self.done, cfg.batch_size, cfg.seed)
         self._tokens += _tokens(batch)
         batch = to_device(shard_batch(batch, ctx), ctx.device)
