@@ -226,11 +226,22 @@ def evaluate(model: nn.Module, task: Task, data: TensorDataset, *, batch_size: i
                     continue
                 batch = to_device(batch, device)
                 scores = score_batch(module, task, batch, device=device, bf16=bf16)
-                for j, (s, c) in enumerate(batch_metric_sums(task, scores, batch)[n] for n in names):
-                    sums[j, 0] += s
-                    sums[j, 1] += c
+                _add_sums(sums, batch_metric_sums(task, scores, batch), names)
     finally:
         module.train(was_training)
+    return _metrics(task, names, sums, ctx)
+
+
+def _add_sums(sums: Tensor, batch_sums: dict[str, tuple], names: list[str]) -> None:
+    """Add one batch's (sum, count) per metric into ``sums`` (rows in the order of ``names``)."""
+    for j, n in enumerate(names):
+        s, c = batch_sums[n]
+        sums[j, 0] += s
+        sums[j, 1] += c
+
+
+def _metrics(task: Task, names: list[str], sums: Tensor, ctx: DistContext | None) -> dict[str, float]:
+    """Exact means from the (sum, count) rows, added over ranks, plus the task's derived metrics."""
     if ctx is not None and ctx.enabled:
         sums = all_reduce_sum(sums.to(ctx.device), ctx).cpu()
     out = {n: (float(sums[j, 0] / sums[j, 1]) if sums[j, 1] > 0 else math.nan) for j, n in enumerate(names)}
@@ -265,16 +276,10 @@ def evaluate_stream(model: nn.Module, task: Task, batches: list[Batch], *, devic
                 batch = to_device(batch, device)
                 scores = score_batch(module, task, batch, device=device, bf16=bf16, state=state)
                 state = scores.state
-                for j, (s, c) in enumerate(batch_metric_sums(task, scores, batch)[n] for n in names):
-                    sums[j, 0] += s
-                    sums[j, 1] += c
+                _add_sums(sums, batch_metric_sums(task, scores, batch), names)
     finally:
         module.train(was_training)
-    if ctx is not None and ctx.enabled:
-        sums = all_reduce_sum(sums.to(ctx.device), ctx).cpu()
-    out = {n: (float(sums[j, 0] / sums[j, 1]) if sums[j, 1] > 0 else math.nan) for j, n in enumerate(names)}
-    out.update(task.derived_metrics(out))
-    return out
+    return _metrics(task, names, sums, ctx)
 
 
 def evaluation_mode(model: nn.Module, task: Task) -> str:
