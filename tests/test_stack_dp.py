@@ -329,7 +329,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
     (torch.float64, 1.0, False), (torch.float32, 1.0, False), (torch.float64, 400.0, True), (torch.float32, 60.0, True),
 ])
 def test_pop_contraction_matches_the_exact_twin(dtype: torch.dtype, scale: float, expect_fallback: bool) -> None:
-    from seqzoo.ops import stack_dp as sd
+    from seqzoo.ops import stack_pop as sd
 
     g = torch.Generator().manual_seed(0)
     b, rows, q, s = 2, 7, 2, 6
@@ -340,14 +340,14 @@ def test_pop_contraction_matches_the_exact_twin(dtype: torch.dtype, scale: float
     x, y = sd._pop_matrices(tri, p, 0, rows, q)
     ex, ey, _, _ = sd._shifted_exps(x, y)
     assert bool((torch.bmm(ex, ey) < sd._underflow_floor(dtype)).any()) == expect_fallback
-    fast = sd._pop_forward(tri, p, q, 1 << 22)
-    exact = sd._pop_forward_exact(tri.double(), p.double(), q, 1 << 22)
+    fast = sd.pop_forward(tri, p, q, 1 << 22)
+    exact = sd.pop_forward_exact(tri.double(), p.double(), q, 1 << 22)
     tol = 1e-12 if dtype == D64 else 1e-6
     torch.testing.assert_close(fast.double(), exact, rtol=tol, atol=tol * scale)
     dpp = torch.randn(b, rows, s, s, generator=g, dtype=D64).to(dtype)
     dtri_fast, dtri_exact = torch.zeros_like(tri), torch.zeros_like(tri, dtype=D64)
-    dp_fast = sd._pop_backward(tri, p, fast, dpp, dtri_fast, q, 1 << 22)
-    dp_exact = sd._pop_backward_exact(tri.double(), p.double(), exact, dpp.double(), dtri_exact, q, 1 << 22)
+    dp_fast = sd.pop_backward(tri, p, fast, dpp, dtri_fast, q, 1 << 22)
+    dp_exact = sd.pop_backward_exact(tri.double(), p.double(), exact, dpp.double(), dtri_exact, q, 1 << 22)
     grad_tol = 1e-10 if dtype == D64 else 1e-4  # float32 exponents of size ~200 carry ~1e-5 absolute rounding
     for got, want in ((dtri_fast, dtri_exact), (dp_fast, dp_exact)):
         torch.testing.assert_close(got.double(), want, rtol=grad_tol, atol=grad_tol * float(want.abs().max()))
