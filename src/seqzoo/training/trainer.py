@@ -73,7 +73,7 @@ from seqzoo.training.evaluation import (
 from seqzoo.training.hooks import TrainHook, module_metrics
 from seqzoo.training.index import RunIndex
 from seqzoo.training.progress import Progress
-from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, model_args_for, resolve_run
+from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, resolve_run
 from seqzoo.training.runs import (
     CONFIG_FILE,
     ENV_FILE,
@@ -93,14 +93,6 @@ from seqzoo.training.runs import (
 from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_params
 
 log = logging.getLogger("seqzoo.training")
-
-
-resolve_config = as_train_config  # kept name: a validated TrainConfig from a TrainConfig, a dict or None
-
-
-def fill_model_args(model: str, model_args: dict | None, task: Task) -> dict[str, Any]:
-    """The model arguments a run of ``model`` on ``task`` gets (``run_config.model_args_for``, the one rule)."""
-    return model_args_for(model, model_args, task.spec)
 
 
 def _set_deterministic(mode: bool, warn_only: bool = False) -> None:
