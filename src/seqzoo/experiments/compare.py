@@ -254,19 +254,15 @@ def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", ba
     curves with few points carry markers, so a group evaluated once still shows as a dot. Returns
     ``(figure, split)``, where split falls back to ``"train"`` when no run has ``metric`` on ``split``.
     """
-    if band not in ("minmax", "std"):
-        raise ConfigError(f"band must be 'minmax' or 'std', got {band!r}")
     curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
     if not any(s for runs in curves.values() for s, _ in runs) and split != "train":
         split = "train"
         curves = {id(g): [r.curve(metric, split) for r in g.runs] for g in groups}
     if not any(s for runs in curves.values() for s, _ in runs):
         raise ConfigError(f"no {metric!r} rows in the runs' metrics.jsonl to plot")
-    import numpy as np
+    from seqzoo.experiments.plots import mean_curve, pyplot
 
-    from seqzoo.experiments.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     tasks = sorted({_task_of(g) for g in groups if any(s for s, _ in curves[id(g)])})
     ncols = min(3, len(tasks))
     nrows = -(-len(tasks) // ncols)
@@ -277,23 +273,17 @@ def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", ba
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     handles, labels = [], []
     for i, g in enumerate(groups):
-        runs = [r for r in curves[id(g)] if r[0]]
-        if not runs:
+        curve = mean_curve(curves[id(g)], band)
+        if curve is None:
             continue
+        common, mean, lo, hi, n = curve
         ax = by_task[_task_of(g)]
-        common = sorted(set(runs[0][0]).intersection(*[set(s) for s, _ in runs[1:]]))
-        if not common:  # runs evaluated at different steps: fall back to the first run's steps
-            common, runs = list(runs[0][0]), runs[:1]
-        mat = np.array([[dict(zip(s, v))[c] for c in common] for s, v in runs], dtype=float)
-        mean = mat.mean(0)
         color = colors[i % len(colors)]
         (line,) = ax.plot(common, mean, color=color, marker="o" if len(common) <= 20 else None, markersize=3)
-        if len(runs) > 1:
-            lo, hi = (mat.min(0), mat.max(0)) if band == "minmax" else (mean - mat.std(0, ddof=1),
-                                                                        mean + mat.std(0, ddof=1))
+        if lo is not None:
             ax.fill_between(common, lo, hi, alpha=0.2, color=color)
         handles.append(line)
-        labels.append("\n".join(textwrap.wrap(f"{g.label} (n={len(runs)})", 60, subsequent_indent="  ")))
+        labels.append("\n".join(textwrap.wrap(f"{g.label} (n={n})", 60, subsequent_indent="  ")))
     for task, ax in by_task.items():
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("step")
@@ -308,7 +298,7 @@ def curves_figure(groups: Sequence[Group], metric: str, split: str = "valid", ba
 def plot_groups(groups: Sequence[Group], metric: str, path: str | Path, split: str = "valid",
                 band: str = "minmax") -> Path:
     """Write :func:`curves_figure` to ``path`` (``.png`` is added when it has no suffix); returns the file written."""
-    from seqzoo.experiments.plots import _pyplot
+    from seqzoo.experiments.plots import pyplot
 
     path = Path(path)
     if not path.suffix:
@@ -316,5 +306,5 @@ def plot_groups(groups: Sequence[Group], metric: str, path: str | Path, split: s
     fig, _ = curves_figure(groups, metric, split, band)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" keeps the legend below the axes in the file
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqzoo.errors import ConfigError
 from seqzoo.experiments.card import Results, Stat
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#999999")
@@ -45,9 +46,6 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-_pyplot = pyplot  # the name used before the helpers were public
 
 
 def panels(n: int = 1, *, width: float = 3.6, height: float = 3.3, rows: int = 1,
@@ -156,7 +154,7 @@ def heatmap(results: Results, path: str | Path, *, rows: Sequence[dict[str, Any]
 
     Cells without a result are left blank (grey), so a partial grid still renders.
     """
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     metric = metric or results.metric
@@ -190,47 +188,29 @@ def heatmap(results: Results, path: str | Path, *, rows: Sequence[dict[str, Any]
     return _save(fig, plt, path)
 
 
-def learning_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: str | Path, *, metric: str,
-                    band: str = "minmax", title: str = "", log_y: bool = False) -> Path:
-    """Mean curve per group with a min–max (or ±std) band across its runs.
-
-    ``curves[label]`` is a list of ``(steps, values)`` per run; runs are aligned on the steps they share.
-    """
+def mean_curve(runs: Sequence[tuple[Sequence[int], Sequence[float]]], band: str = "minmax"
+               ) -> tuple[list[int], Any, Any, Any, int] | None:
+    """Runs' ``(steps, values)`` aligned on the steps they share: ``(steps, mean, lo, hi, n_runs)`` with a min–max
+    (or ±std) band (``lo``/``hi`` None for one run); None when no run has a point. Runs evaluated at different steps
+    fall back to the first run."""
     if band not in ("minmax", "std"):
-        raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
-    plt = _pyplot()
+        raise ConfigError(f"band must be 'minmax' or 'std', got {band!r}")
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, runs in curves.items():
-        runs = [r for r in runs if r[0]]
-        if not runs:
-            continue
-        common = sorted(set(runs[0][0]).intersection(*[set(s) for s, _ in runs[1:]]))
-        if not common:  # runs evaluated at different steps: fall back to the first run's steps
-            common = list(runs[0][0])
-            runs = runs[:1]
-        mat = np.array([[dict(zip(s, v))[c] for c in common] for s, v in runs], dtype=float)
-        mean = mat.mean(0)
-        line, = ax.plot(common, mean, label=f"{label} (n={len(runs)})")
-        if len(runs) > 1:
-            if band == "minmax":
-                lo, hi = mat.min(0), mat.max(0)
-            else:
-                sd = mat.std(0, ddof=1)
-                lo, hi = mean - sd, mean + sd
-            ax.fill_between(common, lo, hi, alpha=0.2, color=line.get_color())
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    if log_y:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, plt, path)
+    runs = [r for r in runs if r[0]]
+    if not runs:
+        return None
+    common = sorted(set(runs[0][0]).intersection(*[set(s) for s, _ in runs[1:]]))
+    if not common:
+        common, runs = list(runs[0][0]), runs[:1]
+    mat = np.array([[dict(zip(s, v))[c] for c in common] for s, v in runs], dtype=float)
+    mean = mat.mean(0)
+    if len(runs) == 1:
+        return common, mean, None, None, 1
+    if band == "minmax":
+        return common, mean, mat.min(0), mat.max(0), len(runs)
+    sd = mat.std(0, ddof=1)
+    return common, mean, mean - sd, mean + sd, len(runs)
 
 
 def seed_bar(ax, x: float, stat: Any, color: str, *, width: float = 0.8) -> None:

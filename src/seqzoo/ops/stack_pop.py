@@ -51,7 +51,7 @@ def pop_forward_exact(tri: Tensor, p: Tensor, q: int, block_elements: int) -> Te
 
 
 def pop_backward_exact(tri: Tensor, p: Tensor, pp: Tensor, dpp: Tensor, dtri: Tensor, q: int,
-                  block_elements: int) -> Tensor:
+                       block_elements: int) -> Tensor:
     """Backward of ``pop_forward_exact``: adds into ``dtri`` in place and returns ``dp (B, J, S, Q)``."""
     b, rows, _, s, _ = tri.shape
     g = s // q
@@ -118,8 +118,8 @@ def pop_forward(tri: Tensor, p: Tensor, q: int, block_elements: int) -> Tensor:
 
 
 def pop_backward(tri: Tensor, p: Tensor, pp: Tensor, dpp: Tensor, dtri: Tensor, q: int,
-                  block_elements: int) -> Tensor:
-    """Backward of ``_pop_forward`` (same math as ``pop_backward_exact``): adds into ``dtri``, returns ``dp``."""
+                 block_elements: int) -> Tensor:
+    """Backward of ``pop_forward`` (same math as ``pop_backward_exact``): adds into ``dtri``, returns ``dp``."""
     b, rows, _, s, _ = tri.shape
     g = s // q
     dp = torch.zeros(b, g, rows, q, q, dtype=p.dtype, device=p.device)  # [y, l, u, r]
