@@ -11,7 +11,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from seqzoo.errors import ConfigTypeError, UnknownArgumentError, UnknownNameError  # noqa: F401  (re-exported)
+from seqzoo.errors import ConfigError, ConfigTypeError, SeqzooError, UnknownArgumentError, UnknownNameError  # noqa: F401
 
 T = TypeVar("T")
 
@@ -119,6 +119,19 @@ def signature_params(fn: Callable) -> list[str]:
         for p in sig.parameters.values()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
     ]
+
+
+def build_checked(kind: str, name: str, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+    """``fn(**kwargs)`` for registered ``name`` after the annotation check; a ``ValueError`` the builder raises to
+    reject a value (sizes, choices) becomes a ``ConfigError`` naming the model or task."""
+    check_types(f"{kind} {name!r}", fn, kwargs)
+    try:
+        return fn(**kwargs)
+    except ValueError as err:
+        if isinstance(err, SeqzooError):
+            raise
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith(name) else f"{kind} {name!r}: {msg}") from err
 
 
 class Registry(Generic[T]):

@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from seqzoo.errors import ConfigError
-from seqzoo.registry_utils import Registry, check_kwargs, check_types, signature_params
+from seqzoo.registry_utils import Registry, build_checked, check_kwargs, signature_params
 
 
 @dataclass
@@ -66,14 +65,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     for key, value in overrides.items():  # dict-valued presets (layer_kwargs) merge with the override
         if isinstance(value, dict) and isinstance(entry.defaults.get(key), dict):
             config[key] = {**entry.defaults[key], **value}
-    check_types(f"model {name!r}", entry.builder, config)
-    try:
-        model = entry.builder(**config)
-    except ValueError as err:  # builders validate values (sizes, choices) with ValueError: the user's input
-        if isinstance(err, ConfigError):
-            raise
-        msg = str(err)
-        raise ConfigError(msg if msg.startswith(name) else f"model {name!r}: {msg}") from err
+    model = build_checked("model", name, entry.builder, config)
     model.seqzoo_name = name
     model.seqzoo_config = config
     return model

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqzoo.errors import ConfigError, SeqzooError
-from seqzoo.registry_utils import Registry, check_kwargs, check_types, signature_params
+from seqzoo.registry_utils import Registry, build_checked, check_kwargs, signature_params
 from seqzoo.tasks.base import Task
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -21,14 +20,7 @@ def create_task(name: str, **params: Any) -> Task:
     """Build a registered task; unknown parameters raise naming the closest valid one."""
     cls = TASKS.get(name)
     check_kwargs(f"task {name!r}", params, signature_params(cls.__init__))
-    check_types(f"task {name!r}", cls, params)
-    try:
-        return cls(**params)
-    except ValueError as err:  # tasks validate their parameters with ValueError: the user's input
-        if isinstance(err, SeqzooError):
-            raise
-        msg = str(err)
-        raise ConfigError(msg if msg.startswith(name) else f"task {name!r}: {msg}") from err
+    return build_checked("task", name, cls, params)
 
 
 def list_tasks(pattern: str | None = None) -> list[str]:
