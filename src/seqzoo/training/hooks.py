@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,8 +99,3 @@ def optimizer_param_groups(model: nn.Module, config: Any) -> list:
     for g in ordered:
         g["lr"] = float(config.lr) * g["lr_scale"]
     return ordered
-
-
-def finite(model: nn.Module) -> bool:
-    """Whether every parameter of ``model`` is finite."""
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
