@@ -306,6 +306,11 @@ class _ReproduceHelp(argparse.Action):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.pages is not None:
+        from seqzoo.experiments.scoreboard import write_scoreboard
+
+        print(f"scoreboard: {write_scoreboard(args.pages, args.output)}")
+        return 0
     from seqzoo.experiments.report import render_report
 
     path = render_report(args.out, args.output, echo=print)
@@ -393,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "plumbing; they are not results.")
     sp.add_argument("-h", "--help", action=_ReproduceHelp, help="show this help (with expected times) and exit")
     sp.add_argument("name", help="experiment card (see `seqzoo list experiments`)")
-    sp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"],
-                    help="tiny: plumbing check in seconds; small: the measured reproduction (default: small)")
+    sp.add_argument("--scale", default="small",
+                    help="tiny: plumbing check in seconds; small: the measured reproduction (<= 15 min); medium: a "
+                         "longer budget where small cannot decide (<= 60 min); paper: the published setting "
+                         "(default: small)")
     sp.add_argument("--out", default="runs")
     sp.add_argument("--workers", type=int, default=None, help="parallel runs (default: the card's setting)")
     sp.add_argument("--executor", default="local", choices=["local", "ray"])
@@ -404,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("report", formatter_class=fmt, help="render every card with results to Markdown with plots")
     sp.add_argument("--out", default="runs", help="folder holding index.sqlite")
-    sp.add_argument("--output", default=None, help="Markdown page to write (default: <out>/results.md)")
+    sp.add_argument("--output", default=None,
+                    help="Markdown page to write (default: <out>/results.md, or <pages>/README.md with --pages)")
+    sp.add_argument("--pages", default=None, metavar="DIR",
+                    help="instead: write the scoreboard of the committed result pages in DIR (docs/results)")
     sp.set_defaults(func=cmd_report)
     return p
 

@@ -19,7 +19,7 @@ from typing import Any
 from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import unknown_message
 
-SCALES = ("tiny", "small", "paper")
+SCALES = ("tiny", "small", "medium", "paper")
 # The one quiet training setting of every card run: no per-run progress bar (``reproduce`` shows one for the
 # grid) and no TensorBoard files. ``Scale`` puts it under its own ``train`` fields, so a card never repeats it.
 QUIET = {"progress": False, "tensorboard": False}
@@ -139,6 +139,27 @@ class Claim:
         return out
 
 
+# Why a claim did not hold, one of four kinds (issue 20): the budget was too small, the claim as the card
+# words it is not what the paper says, our implementation differed (then it is fixed), or it does not replicate.
+# ``open`` marks a NOT HELD whose cause is not yet determined: the evidence says what is known so far.
+CAUSE_KINDS = ("budget", "claim wording", "implementation", "does not replicate", "open")
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The cause of a NOT HELD verdict at ``scales``, with the evidence (a sentence and the page section)."""
+
+    kind: str
+    evidence: str
+    scales: tuple[str, ...] = ("small",)
+
+    def __post_init__(self) -> None:
+        if self.kind not in CAUSE_KINDS:
+            raise ValueError(f"cause kind must be one of {CAUSE_KINDS}, got {self.kind!r}")
+        if not self.evidence.strip():
+            raise ValueError("a cause needs its evidence")
+
+
 @dataclass
 class Plot:
     """A figure of a card: ``draw(results, path)`` writes a PNG (matplotlib is imported inside ``draw``)."""
@@ -165,6 +186,9 @@ class ExperimentCard:
     # Numbers read from a finished run's directory (its learning curve in metrics.jsonl, its saved model ...):
     # ``derive(entry, run_dir) -> {name: value}``, aggregated over seeds like metrics, under split ``"derived"``.
     derive: Callable[[Entry, Path], dict[str, float]] | None = None
+    # Why a claim was NOT HELD in a committed result (``docs/results/<card>-<scale>.md``), by claim name;
+    # ``seqzoo report --pages`` puts it in the scoreboard's cause column.
+    causes: dict[str, Cause] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scales if s not in SCALES]
@@ -173,6 +197,9 @@ class ExperimentCard:
         names = [c.name for c in self.claims]
         if len(set(names)) != len(names):
             raise ValueError(f"card {self.name!r}: claim names must be unique, got {names}")
+        stray = sorted(set(self.causes) - set(names))
+        if stray:
+            raise ValueError(f"card {self.name!r}: causes name unknown claims {stray}; claims are {names}")
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:

@@ -36,7 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.card import Cause, Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
 from seqzoo.experiments.param_match import closest_width, count_params
 from seqzoo.experiments.registry import register_experiment
 
@@ -210,6 +210,16 @@ CARD = register_experiment(ExperimentCard(
                        note="PTB word level and tiny-shakespeare char level, GCNN 8 x [4, 256], 20,000 steps, one "
                             "hour per equal-time run, 3 seeds (the paper's WikiText-103 / Google Billion Word are "
                             "not available offline). Defined, not run."),
+    },
+    causes={
+        "activation_order": Cause("open",
+            '600 steps (0.72 epochs), one seed: all four activations at 327-362 validation perplexity; a medium '
+            'run with several epochs and seeds has not been made.'),
+        "gcnn_matches_lstm_at_equal_time": Cause("open",
+            '240 s of training each (GCNN 627 steps, LSTM 758), one seed: 354.9 vs 268.5; not yet run longer.'),
+        "scoring_latency": Cause("open",
+            'Measured at batch 1 on one thread: 1.25x vs the stepped LSTM, 3.73x with the output layer at every '
+            'step, 0.86x vs fused nn.LSTM; not yet measured the way spec §1.5 describes.'),
     },
     claims=[
         Claim("activation_order", "GLU <= ReLU < GTU < tanh in validation perplexity at equal steps.", _check_order),

@@ -37,7 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seqzoo.experiments.card import Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
+from seqzoo.experiments.card import Cause, Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
 from seqzoo.experiments.claims import compare
 from seqzoo.experiments.registry import register_experiment
 
@@ -247,6 +247,12 @@ CARD = register_experiment(ExperimentCard(
         "paper": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=1, grid=None,
                        note="paper widths (Tomita SR-GRU d=100, k=50; BP d=10, k=5), longer budgets (5000 / 2000 "
                             "steps); Adam instead of Adadelta, no curriculum. Defined, not run."),
+    },
+    causes={
+        "tomita4_dfa_soft": Cause("open",
+            'The soft SR-GRU (spec §9.5 literally) classifies perfectly but its state is a centroid mixture (mean'
+            ' peak alpha 0.76-0.83), so the argmax path extracts a 1-state DFA; whether the paper extracted from '
+            'soft or sampled transitions is not yet checked.'),
     },
     claims=[
         Claim("tomita4_dfa_soft", f"Tomita 4, SR-GRU as in spec §9.5 (soft, τ=1): the extracted DFA has "
