@@ -9,8 +9,8 @@ Bai, Kolter & Koltun, "Deep Equilibrium Models" (NeurIPS 2019); spec stacks-memo
 
    * ``"implicit"``: an ``autograd.Function`` replaces the gradient ``g`` arriving at ``z_new`` by the solution of
      ``w = w J_f + g`` (``J_f = ∂f/∂z`` at ``z*``), found by a fixed-point solver that uses only vector–Jacobian
-     products on a graph of ``f`` rebuilt from ``z*`` in the backward; so ``∂ℓ/∂θ = w ∂f/∂θ`` (implicit function
-     theorem). Saved memory is one ``f`` call, whatever the number of forward iterations.
+     products on the graph of the tracked call; so ``∂ℓ/∂θ = w ∂f/∂θ`` (implicit function theorem). Saved memory
+     is one ``f`` call, whatever the number of forward iterations.
    * ``"phantom"``: ``k`` damped steps ``z ← τ f(z, x) + (1 − τ) z`` from the detached ``z*``, differentiated by
      autograd (Geng et al. 2021); ``"jfb"``: one undamped step (``k = 1, τ = 1``, Fung et al. 2022).
 
@@ -72,30 +72,31 @@ def reset_dropout(module: nn.Module) -> None:
 
 
 class _ImplicitGrad(torch.autograd.Function):
-    """Identity forward; backward returns ``w`` solving ``w = w J_f(z*) + g`` (VJPs only)."""
+    """Identity forward; backward returns ``w`` solving ``w = w J_f(z*) + g`` (VJPs only).
+
+    The VJPs reuse the graph of the tracked call ``z_new = f(z*)`` (kept with ``retain_graph``; the outer backward
+    then runs through it once more for the parameters), so the backward holds one graph of ``f``, not two.
+    """
 
     @staticmethod
-    def forward(ctx, z_new: Tensor, z_star: Tensor, fn: Callable[[Tensor], Tensor], opts: dict[str, Any],
+    def forward(ctx, z_new: Tensor, z_star: Tensor, opts: dict[str, Any],
                 record: Callable[[SolverStats], None]) -> Tensor:
-        ctx.fn, ctx.opts, ctx.record = fn, opts, record
-        ctx.save_for_backward(z_star)
+        ctx.opts, ctx.record = opts, record
+        ctx.save_for_backward(z_new, z_star)
         return z_new.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (z_star,) = ctx.saved_tensors
-        with torch.enable_grad():
-            zs = z_star.detach().requires_grad_(True)
-            fz = ctx.fn(zs)
+        z_new, z_star = ctx.saved_tensors
 
         def linear_map(w: Tensor) -> Tensor:
-            (vjp,) = torch.autograd.grad(fz, zs, w, retain_graph=True)
+            (vjp,) = torch.autograd.grad(z_new, z_star, w, retain_graph=True)
             return vjp + grad
 
         with torch.no_grad():
             w, stats = solve(linear_map, grad.detach(), **ctx.opts)
         ctx.record(stats)
-        return w, None, None, None, None
+        return w, None, None, None
 
 
 class DEQ(nn.Module):
@@ -104,7 +105,8 @@ class DEQ(nn.Module):
     Args:
         f: module ``f(z, x, **context) -> z`` (its output has ``z``'s shape); acts on each sample separately.
         solver, max_iter, tol, stop: forward solve (``seqzoo.ops.fixed_point``; deq: Anderson, 30, 1e-3, "rel").
-        b_solver, b_max_iter, b_tol: backward linear solve of the implicit gradient (``stop`` is "abs" there).
+        b_solver, b_max_iter, b_tol: backward linear solve of the implicit gradient, stopped on the relative
+            residual ``‖w J + g − w‖ / ‖w J + g‖`` (scale-free: the incoming gradient of a mean loss is tiny).
         eval_max_iter: iteration cap in eval mode (None: ``max_iter``; deq evaluates with a larger cap).
         grad: ``"implicit"``, ``"phantom"`` or ``"jfb"``.
         phantom_steps, tau: ``k`` and ``τ`` of the phantom gradient.
@@ -121,7 +123,7 @@ class DEQ(nn.Module):
                  jac_freq: float = 1.0) -> None:
         super().__init__()
         check_options(solver, max_iter, tol, stop)
-        check_options(b_solver, b_max_iter, b_tol, "abs")
+        check_options(b_solver, b_max_iter, b_tol, "rel")
         if eval_max_iter is not None:
             check_options(solver, eval_max_iter, tol, stop)
         if grad not in GRADS:
@@ -205,9 +207,9 @@ class DEQ(nn.Module):
             self._jac_loss = self.jac_reg * vjp.pow(2).sum() / eps.numel()
         if not z_new.requires_grad:
             return z_new
-        opts = dict(method=self.b_solver, max_iter=self.b_max_iter, tol=self.b_tol, stop="abs",
+        opts = dict(method=self.b_solver, max_iter=self.b_max_iter, tol=self.b_tol, stop="rel",
                     **self._solver_kwargs(self.b_solver))
-        return _ImplicitGrad.apply(z_new, zs.detach(), fn, opts, self._record_backward)
+        return _ImplicitGrad.apply(z_new, zs, opts, self._record_backward)
 
     def extra_repr(self) -> str:
         return (f"solver={self.solver}, max_iter={self.max_iter}, tol={self.tol}, stop={self.stop}, grad={self.grad}, "
