@@ -298,7 +298,7 @@ def _draw(results: Results, path: Path) -> None:
 
 # ----- scales ----------------------------------------------------------------------------------------------------
 
-_LM_TRAIN = {"batch_size": 16, "lr": 2e-3, "clip_norm": 1.0, "eval_batch_size": 64}
+_LM_TRAIN = {"batch_size": 16, "lr": 2e-3, "warmup_steps": 40, "clip_norm": 1.0, "eval_batch_size": 64}
 _DIGITS_TRAIN = {"batch_size": 64, "lr": 3e-3, "eval_batch_size": 300}
 SMALL_LM_STEPS, SMALL_DIGITS_STEPS = 400, 400
 
@@ -326,10 +326,11 @@ CARD = register_experiment(ExperimentCard(
                        grid=lambda: entries(lm_train=_LM_TRAIN,
                                             digits_train={**_DIGITS_TRAIN, "steps": SMALL_DIGITS_STEPS}),
                        workers=2, expected_seconds=None,
-                       note=f"{SMALL_LM_STEPS} Adam steps (lr 2e-3, clip 1) of 16 x 64 characters with the memory "
-                            f"carried (about 0.4 epochs of tiny-shakespeare), width {WIDTH}, {HEADS} heads, FFN "
-                            f"{D_FF}, twin depth {DEPTH}; DEQ: Anderson (m=6) to rel. residual 1e-3, at most 20 "
-                            f"iterations (30 in evaluation), implicit backward by Anderson to 1e-3, at most 20; "
+                       note=f"{SMALL_LM_STEPS} Adam steps (lr 2e-3, 40 warm-up steps, clip 1) of 16 x 64 "
+                            "characters with the memory carried (about 0.4 epochs of tiny-shakespeare), "
+                            f"width {WIDTH}, {HEADS} heads, FFN {D_FF}, twin depth {DEPTH}; DEQ: Anderson (m=6) "
+                            "to rel. residual 1e-3, at most 20 iterations (30 in evaluation), implicit backward "
+                            "by Anderson to 1e-3, at most 20; "
                             f"MLP-DEQ: {SMALL_DIGITS_STEPS} Adam steps (lr 3e-3, batch 64); 3 seeds."),
     },
     claims=[
