@@ -116,17 +116,18 @@ class _Tracker:
                            self.fallbacks)
 
 
-def _flat(f: Fn, shape: torch.Size) -> Fn:
-    return lambda v: f(v.view(shape)).reshape(shape[0], -1)
+def _start(f: Fn, z0: Tensor, tol: float, stop: str) -> tuple[torch.Size, Fn, Tensor, _Tracker]:
+    """The shape of ``z0``, ``f`` on flat ``(B, n)`` iterates, the flat ``z0`` and a fresh tracker."""
+    shape = z0.shape
+    x = z0.reshape(shape[0], -1)
+    return shape, (lambda v: f(v.view(shape)).reshape(shape[0], -1)), x, _Tracker(x, tol, stop)
 
 
 def fixed_point_iteration(f: Fn, z0: Tensor, *, max_iter: int = 40, tol: float = 1e-3, stop: str = "rel",
                           tau: float = 1.0) -> tuple[Tensor, SolverStats]:
     """``z ← τ f(z) + (1 − τ) z`` until the residual of each sample is below ``tol`` (torchdeq's default solver)."""
     check_options("iteration", max_iter, tol, stop)
-    shape, g = z0.shape, _flat(f, z0.shape)
-    z = z0.reshape(shape[0], -1)
-    tr = _Tracker(z, tol, stop)
+    shape, g, z, tr = _start(f, z0, tol, stop)
     for _ in range(max_iter):
         fz = g(z)
         tr.observe(z, fz)
@@ -147,13 +148,10 @@ def anderson(f: Fn, z0: Tensor, *, max_iter: int = 50, tol: float = 1e-3, stop: 
     check_options("anderson", max_iter, tol, stop)
     if m < 1:
         raise ValueError(f"Anderson memory m must be >= 1, got {m}")
-    shape, g = z0.shape, _flat(f, z0.shape)
-    x0 = z0.reshape(shape[0], -1)
-    b, n_feat = x0.shape
-    X = x0.new_zeros(b, m, n_feat)
-    F = x0.new_zeros(b, m, n_feat)
-    tr = _Tracker(x0, tol, stop)
-    x = x0
+    shape, g, x, tr = _start(f, z0, tol, stop)
+    b, n_feat = x.shape
+    X = x.new_zeros(b, m, n_feat)
+    F = x.new_zeros(b, m, n_feat)
     for k in range(max_iter):
         fx = g(x)
         slot = k % m
@@ -207,12 +205,10 @@ def broyden(f: Fn, z0: Tensor, *, max_iter: int = 30, tol: float = 1e-3, stop: s
     ``z ← z − B g(z)``; the iterate with the lowest residual is returned (spec §4.2).
     """
     check_options("broyden", max_iter, tol, stop)
-    shape, f_flat = z0.shape, _flat(f, z0.shape)
-    x = z0.reshape(shape[0], -1)
+    shape, f_flat, x, tr = _start(f, z0, tol, stop)
     b, n_feat = x.shape
     U = x.new_zeros(b, n_feat, max_iter)
     VT = x.new_zeros(b, max_iter, n_feat)
-    tr = _Tracker(x, tol, stop)
     fx = f_flat(x)
     tr.observe(x, fx)
     gx = fx - x
