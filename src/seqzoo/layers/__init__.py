@@ -13,6 +13,8 @@ from seqzoo.layers.bln import BatchLayerNorm
 from seqzoo.layers.cdil import CircularDilatedConvNet, build_cdil
 from seqzoo.layers.cells import CELLS, ElmanCell, GRUCell, LSTMCell, RecurrentCell
 from seqzoo.layers.conv_arma import ConvARMA, ConvARMACell, build_conv_arma
+from seqzoo.layers.deq import DEQ, VariationalDropout
+from seqzoo.layers.deq_transformer import DEQTransformer, TiedTransformer, build_deq_transformer, build_tied_transformer
 from seqzoo.layers.gcnn import GatedConvNet, build_gcnn
 from seqzoo.layers.native import NATIVE_KINDS, NativeRecurrent
 from seqzoo.layers.norms import make_recurrent_norm, register_recurrent_norm
@@ -56,8 +58,14 @@ register_layer("gcnn", build_gcnn)
 register_layer("tcn", build_tcn)
 register_layer("cdil", build_cdil)
 register_layer("conv_arma", build_conv_arma)
+register_layer("deq_transformer", build_deq_transformer)
+register_layer("tied_transformer", build_tied_transformer)
 
 __all__ = [
+    "DEQ",
+    "DEQTransformer",
+    "TiedTransformer",
+    "VariationalDropout",
     "ConvARMA",
     "ConvARMACell",
     "DFA",

@@ -1,5 +1,6 @@
 """Backbones and registered presets (importable with plain torch)."""
 
+from seqzoo.models import deq as _deq  # noqa: F401  (mlp_deq, deq_transformer, tied_transformer presets)
 from seqzoo.models import feedforward as _feedforward  # noqa: F401  (mlp, cnn presets)
 from seqzoo.models import presets as _presets  # noqa: F401  (registers the built-ins)
 from seqzoo.models.registry import MODELS, create_model, list_models, model_info, register_model

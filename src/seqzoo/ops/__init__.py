@@ -1,6 +1,16 @@
 """Pure tensor functions, each with a slow reference twin used by the tests."""
 
 from seqzoo.ops.cayley import cayley_from_inverse, cayley_inverse, cayley_reference, neumann_inverse_update
+from seqzoo.ops.fixed_point import (
+    SolverStats,
+    anderson,
+    anderson_reference,
+    broyden,
+    broyden_reference,
+    fixed_point_iteration,
+    fixed_point_iteration_reference,
+)
+from seqzoo.ops.fixed_point import solve as fixed_point_solve
 from seqzoo.ops.hippo import hippo_legs, hippo_n_eigh, hippo_normal, s5_init
 from seqzoo.ops.lstm_recurrence import lstm_sequence, lstm_sequence_reference
 from seqzoo.ops.scan import linear_scan, linear_scan_reference
@@ -21,3 +31,5 @@ __all__ += ["StackDP", "limited_stack_dp", "limited_stack_dp_step", "full_stack_
             "stack_dp_reference", "stratification_reference", "stratification_update", "superposition_reference",
             "superposition_update"]
 __all__ += ["cayley_from_inverse", "cayley_inverse", "cayley_reference", "neumann_inverse_update"]
+__all__ += ["SolverStats", "anderson", "anderson_reference", "broyden", "broyden_reference", "fixed_point_iteration",
+            "fixed_point_iteration_reference", "fixed_point_solve"]
