@@ -42,6 +42,9 @@ def _build(layer: str, d_in: int, d_model: int, norm: str | None, layer_kwargs: 
             raise ConfigError(f"norm={norm!r}: layer {layer!r} has no cell normalization (cells such as lstm, gru, "
                               "rnn_tanh have one); between layers use post_norm=, on residual branches pre_norm=",
                               ) from None
+        if "'quant'" in str(exc):  # the layer has no quantization sites
+            raise ConfigError(f"layer_kwargs quant={layer_kwargs['quant']!r}: layer {layer!r} has no quantization "
+                              "sites (the lstm, gru and rnn_tanh cells have them)") from None
         raise
 
 
