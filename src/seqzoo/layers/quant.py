@@ -108,13 +108,7 @@ class Quantizer(nn.Module):
         spec = self.spec
         assert spec is not None
         bits = spec.weight_bits
-        flat = w.reshape(w.shape[0], -1)
-        if spec.weight_scale:
-            with torch.no_grad():
-                stat = flat.abs().mean(1) if bits == 1 else flat.abs().amax(1)
-                alpha = stat.clamp_min(torch.finfo(w.dtype).tiny).reshape(-1, *([1] * (w.dim() - 1)))
-        else:
-            alpha = torch.ones((), dtype=w.dtype, device=w.device)
+        alpha = self.weight_scale(w).reshape(-1, *([1] * (w.dim() - 1)))
         with torch.no_grad():
             if bits == 1:
                 q = binarize_stochastic(w) if self._stochastic() else binarize(w)
@@ -123,6 +117,16 @@ class Quantizer(nn.Module):
                 q = quantizer(w / alpha, bits)
             q = q * alpha
         return ste(w, q)
+
+    def weight_scale(self, w: Tensor) -> Tensor:
+        """The detached per-output-row scale α (``mean|w_row|`` for 1 bit, ``max|w_row|`` else; ones if off)."""
+        assert self.spec is not None
+        with torch.no_grad():
+            if not self.spec.weight_scale:
+                return torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+            flat = w.reshape(w.shape[0], -1).abs()
+            stat = flat.mean(1) if self.spec.weight_bits == 1 else flat.amax(1)
+            return stat.clamp_min(torch.finfo(w.dtype).tiny)
 
     def act(self, a: Tensor, lo: float = -1.0, hi: float = 1.0) -> Tensor:
         """``a`` in ``[lo, hi]`` quantized to ``act_bits`` levels (uniform ``q_k``; 1 bit: sign), with the STE."""
@@ -222,3 +226,66 @@ def shadow_weights(model: nn.Module) -> list[nn.Parameter]:
                     seen.add(id(p))
                     out.append(p)
     return out
+
+
+class BinaryLinear(nn.Module):
+    """Inference form of a W1/A1 ``Linear``: packed ±1 weights (1 bit each) and the XNOR-popcount GEMM.
+
+    ``BinaryLinear.from_linear(lin)`` packs ``sign(W)`` once (``seqzoo.ops.xnor``) and keeps the per-row scale α
+    and the bias; ``forward(x)`` binarizes the input at the layer's activation site (``act_range`` mapped to
+    ``[-1, 1]``), packs it and computes ``α ⊙ (s·(b_x · b_W) + t·Σ_k b_W) + bias`` with the integer product from the
+    kernel (``s, t`` undo the range map; ``s = 1, t = 0`` for ``[-1, 1]``). The output equals ``lin.eval()(x)`` up to
+    float rounding of the last scaling (the integer product is exact). An input row holding NaN gives a NaN row,
+    as on the float path. No gradient: train with ``Linear(quant="w1a1")``, deploy with this.
+    """
+
+    def __init__(self, packed_weight: Tensor, k: int, alpha: Tensor, bias: Tensor | None,
+                 act_range: tuple[float, float], row_sums: Tensor) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(k), int(packed_weight.shape[0])
+        self.register_buffer("packed_weight", packed_weight)
+        self.register_buffer("alpha", alpha)
+        self.register_buffer("row_sums", row_sums)
+        self.register_buffer("bias", bias)
+        self.act_range = act_range
+
+    @classmethod
+    def from_linear(cls, lin: Linear) -> BinaryLinear:
+        from seqzoo.ops.xnor import pack_signs
+
+        spec = lin.quant.spec
+        if spec is None or spec.weight_bits != 1 or spec.act_bits != 1 or lin.act_range is None:
+            raise ConfigError(f"BinaryLinear needs a Linear with quant='w1a1' and an input activation site, got "
+                              f"quant={spec.name if spec else None!r}, act_range={lin.act_range!r}")
+        with torch.no_grad():
+            w = lin.weight.detach().float()
+            alpha = lin.quant.weight_scale(w)
+            signs = binarize(w)
+            packed = pack_signs(signs)
+            bias = lin.bias.detach().float().clone() if lin.bias is not None else None
+        return cls(packed.words, packed.k, alpha.reshape(-1).clone(), bias, lin.act_range,
+                   signs.sum(1).to(torch.float32))
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.packed_weight.numel() * 8
+
+    def forward(self, x: Tensor) -> Tensor:
+        from seqzoo.ops.xnor import PackedSigns, pack_signs, xnor_gemm
+
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"BinaryLinear: expected input (..., {self.in_features}), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float()
+        lo, hi = self.act_range
+        u = x2 if (lo, hi) == (-1.0, 1.0) else (2 * x2 - (hi + lo)) / (hi - lo)
+        prod = xnor_gemm(pack_signs(u), PackedSigns(self.packed_weight, self.in_features)).to(torch.float32)
+        s, t = (hi - lo) / 2, (hi + lo) / 2
+        y = prod * s + self.row_sums * t if (s, t) != (1.0, 0.0) else prod
+        y = y * self.alpha
+        if self.bias is not None:
+            y = y + self.bias
+        nan_rows = x2.isnan().any(1)
+        if bool(nan_rows.any()):
+            y = y.masked_fill(nan_rows[:, None], float("nan"))
+        return y.reshape(*lead, self.out_features)
