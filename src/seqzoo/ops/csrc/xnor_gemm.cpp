@@ -51,6 +51,16 @@ void xnor_pack_f32(const float* x, int64_t rows, int64_t k, int64_t stride, uint
             uint64_t word = 0;
             const int64_t base = w * 64;
             const int64_t n = k - base < 64 ? (k - base > 0 ? k - base : 0) : 64;
+#if defined(__AVX512F__)
+            if (n == 64) {  // 4 ordered compares (x >= 0; NaN gives 0), 16 bits each
+                const __m512 zero = _mm512_setzero_ps();
+                for (int q = 0; q < 4; ++q)
+                    word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(xr + base + 16 * q), zero,
+                                                                     _CMP_GE_OQ)) << (16 * q);
+                o[w] = word;
+                continue;
+            }
+#endif
             for (int64_t t = 0; t < n; ++t) word |= static_cast<uint64_t>(xr[base + t] >= 0.0f) << t;
             o[w] = word;
         }
