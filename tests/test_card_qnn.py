@@ -28,8 +28,8 @@ def test_small_grid_and_models() -> None:
     small = card.entries("small")
     assert sorted(e.labels["arch"] for e in small) == sorted(qnn.DIGIT_ARCHS + qnn.PRECISIONS)
     lm = {e.labels["arch"]: e for e in small if e.task == "lm"}
-    assert lm["fp"].model_args["layer_kwargs"] == {"quant": None}
-    assert lm["w4a4"].model_args["layer_kwargs"] == {"quant": "w4a4"}
+    assert lm["fp"].model_args["quant"] is None
+    assert lm["w4a4"].model_args["quant"] == "w4a4"
     assert {e.model_args["d_model"] for e in lm.values()} == {qnn.SMALL["lm_width"]}  # only quant differs
     assert card.scale("small").seeds == (0, 1, 2)
 

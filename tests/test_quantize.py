@@ -214,3 +214,15 @@ def test_trainer_installs_the_clip_and_shadow_weights_stay_in_range(tmp_path) ->
     ws = [w.detach() for w in shadow_weights(model)]
     assert len(ws) == 2 and all(w.abs().max() <= 1.0 for w in ws)
     assert max(float(w.abs().max()) for w in ws) == 1.0  # lr 30 pushed some to the bound: the clip did work
+
+
+def test_sequence_model_quant_argument_like_norm() -> None:
+    fp = seqzoo.create_model("lstm_q", vocab_size=11, d_input=None, d_output=11, d_model=6, quant=None)
+    assert fp.layers[0].cell.quant.is_identity
+    q = seqzoo.create_model("lstm", vocab_size=11, d_input=None, d_output=11, d_model=6, quant="w2a2")
+    assert q.layers[0].cell.quant.spec.name == "w2a2"
+    assert shadow_weights(q) == [q.layers[0].cell.weight_ih, q.layers[0].cell.weight_hh]  # embedding, head: float
+    with pytest.raises(ConfigError, match="disagree"):
+        seqzoo.create_model("lstm", quant="w2a2", layer_kwargs={"quant": "w4a4"})
+    with pytest.raises(ConfigError, match="no quantization sites"):
+        seqzoo.create_model("s5", quant="w4a4")

@@ -61,7 +61,7 @@ def entries(*, digits_width: int, digits_steps: int, lm_width: int, lm_steps: in
                          train={"steps": digits_steps, "batch_size": 64, "eval_every": max(1, digits_steps // 4),
                                 "checkpoint_every": digits_steps, "clip_norm": None}))
     for p in PRECISIONS:
-        out.append(Entry("lstm_q", "lm", {"d_model": lm_width, "layer_kwargs": {"quant": quant_of(p)}},
+        out.append(Entry("lstm_q", "lm", {"d_model": lm_width, "quant": quant_of(p)},
                          {"dataset": "ptb", "bptt": bptt, "max_vocab": vocab}, {"arch": p, "part": "lm"},
                          train={"steps": lm_steps, "batch_size": lm_batch, "eval_every": max(1, lm_steps // 2),
                                 "checkpoint_every": lm_steps, "clip_norm": 1.0}))
