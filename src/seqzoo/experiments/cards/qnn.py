@@ -12,7 +12,9 @@ claims checked here, at a scale that fits a shared 2-core CPU:
    (gates and hidden state; ``lstm_q``) reaches a test perplexity within 10% of the floating-point LSTM's on
    word-level PTB (paper: ≈ 100 vs 97 PPW at 300 units and the full 10k vocabulary).
 3. ``w1a1_clearly_worse``: the binary (W1/A1) LSTM is clearly worse: its test perplexity is at least 1.25 × the
-   floating-point one. W2/A2 is reported alongside (paper: lower precisions degrade sharply).
+   floating-point one. W2/A2 is reported alongside (paper: lower precisions degrade sharply), and so is W1/A1 with
+   plain sign weights (no per-row scale α; ``quant_kwargs={"weight_scale": False}``) as a diagnostic of how much
+   the scale carries.
 4. ``packed_kernel_2x``: the packed XNOR-popcount GEMM (``seqzoo.ops.xnor``) multiplies 4096 × 4096 ±1 matrices at
    least 2× faster than fp32 ``torch.mm`` in the same process (median of interleaved rounds, spread reported,
    weights 32× smaller). The measurement runs when the claim is judged (``binary_gemm_speed``); a scale whose
@@ -38,6 +40,7 @@ from seqzoo.experiments.claims import all_held
 from seqzoo.experiments.registry import register_experiment
 
 PRECISIONS = ("fp", "w4a4", "w2a2", "w1a1")  # LSTM LM
+NOSCALE = "w1a1_noscale"  # diagnostic: W1/A1 with plain sign weights (no per-row scale α)
 DIGIT_ARCHS = ("mlp_fp", "mlp_w1a1")
 ACC_POINTS = 0.05  # claim 1
 PPL_FACTOR = 1.10  # claim 2
@@ -51,8 +54,8 @@ def quant_of(precision: str) -> str | None:
 
 
 def entries(*, digits_width: int, digits_steps: int, lm_width: int, lm_steps: int, vocab: int, bptt: int = 35,
-            lm_batch: int = 32) -> list[Entry]:
-    """The digits pair and the four LSTM precisions (labels ``arch``, ``part``)."""
+            lm_batch: int = 32, noscale: bool = True) -> list[Entry]:
+    """The digits pair, the four LSTM precisions and the unscaled W1/A1 diagnostic (labels ``arch``, ``part``)."""
     out = []
     for arch in DIGIT_ARCHS:
         q = "w1a1" if arch == "mlp_w1a1" else None
@@ -60,8 +63,11 @@ def entries(*, digits_width: int, digits_steps: int, lm_width: int, lm_steps: in
                          {"arch": arch, "part": "digits"},
                          train={"steps": digits_steps, "batch_size": 64, "eval_every": max(1, digits_steps // 4),
                                 "checkpoint_every": digits_steps, "clip_norm": None}))
-    for p in PRECISIONS:
-        out.append(Entry("lstm_q", "lm", {"d_model": lm_width, "quant": quant_of(p)},
+    for p in PRECISIONS + ((NOSCALE,) if noscale else ()):
+        margs: dict[str, Any] = {"d_model": lm_width, "quant": quant_of(p)}
+        if p == NOSCALE:
+            margs = {"d_model": lm_width, "quant": "w1a1", "layer_kwargs": {"quant_kwargs": {"weight_scale": False}}}
+        out.append(Entry("lstm_q", "lm", margs,
                          {"dataset": "ptb", "bptt": bptt, "max_vocab": vocab}, {"arch": p, "part": "lm"},
                          train={"steps": lm_steps, "batch_size": lm_batch, "eval_every": max(1, lm_steps // 2),
                                 "checkpoint_every": lm_steps, "clip_norm": 1.0}))
@@ -80,7 +86,7 @@ def _check_binary_mlp(results: Results) -> ClaimResult:
 
 def _ppl(results: Results) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for p in PRECISIONS:
+    for p in PRECISIONS + (NOSCALE,):
         st = results.get("perplexity", arch=p)
         if st is not None:
             out[f"{p}_test_ppl"] = round(st.mean, 2)
@@ -104,6 +110,10 @@ def _check_w1a1(results: Results) -> ClaimResult:
     numbers = {**_ppl(results), "w1a1_over_fp": round(ratio, 3)}
     if w2 is not None:
         numbers["w2a2_over_fp"] = round(w2.mean / fp.mean, 3)
+    plain = results.get("perplexity", arch=NOSCALE)
+    if plain is not None:
+        numbers["w1a1_noscale_over_fp"] = round(plain.mean / fp.mean, 3)
+        extra += f"; W1/A1 without the per-row weight scale {plain} (ratio {plain.mean / fp.mean:.3f}, diagnostic)"
     return all_held([(ratio >= WORSE_FACTOR, f"PTB test perplexity: float {fp}, W1/A1 {b} (ratio {ratio:.3f})"
                       + extra)], numbers, f"W1/A1 ≥ {WORSE_FACTOR:g} × float")
 
@@ -151,7 +161,7 @@ def _draw(results: Results, path: Path) -> None:
 
 # ----- scales --------------------------------------------------------------------------------------------------
 _TRAIN = {"optimizer": "adam", "lr": 3e-3, "eval_batch_size": 64, "test_split": "test"}
-SMALL = dict(digits_width=256, digits_steps=800, lm_width=128, lm_steps=400, vocab=2000)
+SMALL = dict(digits_width=256, digits_steps=800, lm_width=128, lm_steps=400, vocab=2000, bptt=20, lm_batch=64)
 
 CARD = register_experiment(ExperimentCard(
     name="qnn",
@@ -171,13 +181,16 @@ CARD = register_experiment(ExperimentCard(
                       workers=1, expected_seconds=40,
                       note="plumbing only, not a result: 3 digits steps, a 8-unit LSTM on PTB capped to 50 words for "
                            "2 steps (needs the PTB files), the binary GEMM at 256×256."),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=lambda: entries(**SMALL), workers=2,
+        "small": Scale(train={**_TRAIN, "eval_batch_size": 256}, seeds=(0, 1, 2), grid=lambda: entries(**SMALL),
+                       workers=2,
                        expected_seconds=900,
                        note=f"digits: mlp_q 3×{SMALL['digits_width']} hidden units, {SMALL['digits_steps']} Adam "
                             f"steps (lr 3e-3, batch 64); PTB word level capped to {SMALL['vocab']} words, 1×"
                             f"{SMALL['lm_width']} LSTM (paper: 10k words, 300 units), {SMALL['lm_steps']} Adam steps "
-                            f"of 32×35 tokens (lr 3e-3, clip 1, carried state), validation twice, test at the best "
-                            f"validation checkpoint; 3 seeds; the binary GEMM at 4096×4096, 5 interleaved rounds."),
+                            f"of {SMALL['lm_batch']}×{SMALL['bptt']} tokens (about 0.55 epoch; lr 3e-3, clip 1, "
+                            f"carried state), validation twice (256 carried streams), test at the best validation "
+                            f"checkpoint; plus W1/A1 without the per-row weight scale (diagnostic); 3 seeds; the "
+                            f"binary GEMM at 4096×4096, 5 interleaved rounds."),
         "paper": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=None, workers=2,
                        note="full 10k-word PTB and a 300-unit LSTM for 20,000 steps; digits 3,000 steps. Defined, "
                             "not run."),
