@@ -26,11 +26,12 @@ GOOD_PPL = {"fp": [90.0, 91.0, 89.0], "w4a4": [95.0, 96.0, 94.0], "w2a2": [120.0
 def test_small_grid_and_models() -> None:
     card = get_experiment("qnn")
     small = card.entries("small")
-    assert sorted(e.labels["arch"] for e in small) == sorted(qnn.DIGIT_ARCHS + qnn.PRECISIONS)
+    assert sorted(e.labels["arch"] for e in small) == sorted(qnn.DIGIT_ARCHS + qnn.PRECISIONS + (qnn.NOSCALE,))
     lm = {e.labels["arch"]: e for e in small if e.task == "lm"}
     assert lm["fp"].model_args["quant"] is None
     assert lm["w4a4"].model_args["quant"] == "w4a4"
     assert {e.model_args["d_model"] for e in lm.values()} == {qnn.SMALL["lm_width"]}  # only quant differs
+    assert lm[qnn.NOSCALE].model_args["layer_kwargs"] == {"quant_kwargs": {"weight_scale": False}}
     assert card.scale("small").seeds == (0, 1, 2)
 
 
