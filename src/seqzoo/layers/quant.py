@@ -190,8 +190,8 @@ class Linear(_QuantWeighted, nn.Linear):
         return F.linear(self.quantized_input(x), self.quant.weight(self.weight), self.bias)
 
 
-class Conv1d(_QuantWeighted, nn.Conv1d):
-    """``nn.Conv1d`` with ``quant=`` sites (same arguments as ``Linear``'s after the conv ones)."""
+class _QuantConv(_QuantWeighted):
+    """Shared ``__init__``/``forward`` of the quantized convolutions (the conv arguments, then ``Linear``'s)."""
 
     def __init__(self, *args, quant: str | None = None, quant_kwargs: dict | None = None,
                  act_range: tuple[float, float] | None = (-1.0, 1.0), **kwargs) -> None:
@@ -199,19 +199,15 @@ class Conv1d(_QuantWeighted, nn.Conv1d):
         self._setup(quant, quant_kwargs, act_range)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.quantized_input(x), self.quant.weight(self.weight), self.bias)
+        return self._conv_forward(self.quantized_input(x), self.quant.weight(self.weight), self.bias)  # type: ignore
 
 
-class Conv2d(_QuantWeighted, nn.Conv2d):
+class Conv1d(_QuantConv, nn.Conv1d):
+    """``nn.Conv1d`` with ``quant=`` sites (as ``Linear``: weight site, activation site on the input)."""
+
+
+class Conv2d(_QuantConv, nn.Conv2d):
     """``nn.Conv2d`` with ``quant=`` sites (as ``Conv1d``)."""
-
-    def __init__(self, *args, quant: str | None = None, quant_kwargs: dict | None = None,
-                 act_range: tuple[float, float] | None = (-1.0, 1.0), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._setup(quant, quant_kwargs, act_range)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.quantized_input(x), self.quant.weight(self.weight), self.bias)
 
 
 def shadow_weights(model: nn.Module) -> list[nn.Parameter]:
