@@ -6,6 +6,11 @@ as the paper does, and drops the layer's bias (BN's ``β`` replaces it). ``"bln"
 ``seqzoo.layers.bln``) and ``"layer"`` (LayerNorm over the features; over channels and space for the CNN) sit at
 the same place; ``None`` is the plain network.
 
+``quant="w1a1"`` (``"w4a4"``, ...; ``seqzoo.layers.quant``) quantizes every hidden linear map / convolution: its
+weights (shadow weights clipped by the trainer) and its input activations (the first layer keeps the real-valued
+image, the paper's choice); the nonlinearity must then be bounded (``hardtanh``, the BNN choice, ``tanh`` or
+``sigmoid``). The output head stays floating point.
+
 They are not sequence models. The input keeps the task's batch-first ``(B, L, d_input)`` layout, read as an
 image of ``seq_len`` rows by ``d_input`` columns (the ``rows`` layout of the ``digits`` task is exactly the 8×8
 image). So the input size is fixed: ``fixed_length`` is True, a mask with padded positions is an error, and the
@@ -20,11 +25,23 @@ import math
 import torch
 from torch import Tensor, nn
 
+from seqzoo.errors import ConfigError
+from seqzoo.layers import quant as qlayers
 from seqzoo.layers.bln import BatchLayerNorm
 from seqzoo.models.registry import register_model
 
 NORMS = (None, "batch", "bln", "layer")
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "hardtanh": nn.Hardtanh}
+_ACT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardtanh": (-1.0, 1.0)}  # bounded outputs
+
+
+def _quant_site(quant: str | None, quant_kwargs: dict | None, activation: str) -> tuple[float, float] | None:
+    """The input range of the quantized layers after the first (the activation's range); checks ``quant``."""
+    spec = qlayers.parse_quant(quant, **(quant_kwargs or {}))
+    if spec is not None and spec.act_bits != qlayers.FLOAT_BITS and activation not in _ACT_RANGES:
+        raise ConfigError(f"quant={quant!r} quantizes activations, which needs a bounded activation "
+                          f"({', '.join(_ACT_RANGES)}), got activation={activation!r}")
+    return _ACT_RANGES.get(activation)
 
 
 def _feature_norm(norm: str | None, width: int) -> nn.Module:
@@ -98,17 +115,22 @@ class MLPClassifier(ImageClassifier):
         seq_len, d_input: the image is ``seq_len`` rows of ``d_input`` features (the task's input shape).
         d_output: classes.
         norm: None, ``"batch"``, ``"bln"`` or ``"layer"``, before each nonlinearity (biases dropped when set).
-        activation: ``"sigmoid"`` (the paper's MNIST net), ``"relu"`` or ``"tanh"``.
+        activation: ``"sigmoid"`` (the paper's MNIST net), ``"relu"``, ``"tanh"`` or ``"hardtanh"``.
+        quant, quant_kwargs: quantization of the hidden layers (module docstring), None = floating point.
     """
 
     def __init__(self, *, d_model: int = 100, n_layers: int = 3, seq_len: int = 8, d_input: int = 8,
-                 d_output: int = 10, norm: str | None = None, activation: str = "sigmoid") -> None:
+                 d_output: int = 10, norm: str | None = None, activation: str = "sigmoid", quant: str | None = None,
+                 quant_kwargs: dict | None = None) -> None:
         super().__init__(seq_len, d_input, d_output, norm, activation, d_model=d_model, n_layers=n_layers)
+        act_range = _quant_site(quant, quant_kwargs, activation)
         blocks: list[nn.Module] = []
         width = seq_len * d_input
-        for _ in range(n_layers):
-            blocks += [nn.Linear(width, d_model, bias=norm is None), _feature_norm(norm, d_model),
-                       ACTIVATIONS[activation]()]
+        for i in range(n_layers):
+            linear = nn.Linear(width, d_model, bias=norm is None) if quant is None else qlayers.Linear(
+                width, d_model, bias=norm is None, quant=quant, quant_kwargs=quant_kwargs,
+                act_range=act_range if i else None)
+            blocks += [linear, _feature_norm(norm, d_model), ACTIVATIONS[activation]()]
             width = d_model
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(width, d_output)
@@ -127,14 +149,19 @@ class ConvClassifier(ImageClassifier):
     """
 
     def __init__(self, *, d_model: int = 16, n_layers: int = 2, seq_len: int = 8, d_input: int = 8,
-                 d_output: int = 10, norm: str | None = None, activation: str = "relu") -> None:
+                 d_output: int = 10, norm: str | None = None, activation: str = "relu", quant: str | None = None,
+                 quant_kwargs: dict | None = None) -> None:
         super().__init__(seq_len, d_input, d_output, norm, activation, d_model=d_model, n_layers=n_layers)
+        act_range = _quant_site(quant, quant_kwargs, activation)
         blocks: list[nn.Module] = []
         c_in, h, w = 1, seq_len, d_input
         for i in range(n_layers):
             c_out = d_model * 2 ** i
             kh, kw = (2 if h >= 2 else 1), (2 if w >= 2 else 1)
-            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm is None), _conv_norm(norm, c_out),
+            conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm is None) if quant is None else qlayers.Conv2d(
+                c_in, c_out, 3, padding=1, bias=norm is None, quant=quant, quant_kwargs=quant_kwargs,
+                act_range=act_range if i else None)
+            blocks += [conv, _conv_norm(norm, c_out),
                        ACTIVATIONS[activation](), nn.MaxPool2d((kh, kw), ceil_mode=True)]
             c_in, h, w = c_out, math.ceil(h / kh), math.ceil(w / kw)
         self.body = nn.Sequential(*blocks)
@@ -156,3 +183,13 @@ _FF = [
 for _name, _builder, _norm, _desc in _FF:
     register_model(_name, _builder, norm=_norm, description=_desc, paper="Ioffe & Szegedy 2015 (arXiv 1502.03167)",
                    tags=("feedforward", "image") + (("norm",) if _norm else ()), conformance=_TINY)
+
+# Binarized networks (QNN / BNN, spec rnn-cells-and-normalization.md §8): W1/A1 hidden layers, BatchNorm before each
+# hardtanh (the BNN layout), real-valued first-layer input and output head; quant= changes the bit widths.
+_QNN_PAPER = "Hubara et al. 2016 (arXiv 1609.07061)"
+register_model("mlp_q", MLPClassifier, norm="batch", activation="hardtanh", quant="w1a1", d_model=256,
+               description="binarized MLP (W1/A1 hidden layers, BN + hardtanh; quant= sets the bits)",
+               paper=_QNN_PAPER, tags=("feedforward", "image", "quantized"), conformance=_TINY)
+register_model("cnn_q", ConvClassifier, norm="batch", activation="hardtanh", quant="w1a1", d_model=32,
+               description="binarized CNN (W1/A1 convolutions after the first input, BN + hardtanh)",
+               paper=_QNN_PAPER, tags=("feedforward", "image", "quantized"), conformance=_TINY)

@@ -164,3 +164,10 @@ register_model("rns_rnn_limited", SequenceModel, layer="rns_rnn_limited",
                paper="DuSell & Chiang 2022", tags=("rnn", "stack"),
                conformance={"n_layers": 1, "layer_kwargs": {"n_states": 2, "n_symbols": 2, "window": 4}},
                **_STACK_DEFAULTS)
+
+# Quantized LSTM (QNN, Hubara et al. 2016; spec rnn-cells-and-normalization.md §8.2): the lstm cell with its weight
+# site (W_ih, W_hh) and activation sites (gates, h) at 4 bits; embedding and output head stay floating point.
+# quant="w2a2" (or "w1a1", "w4a32", ...; None = float) sets other widths, like norm= on the lstm preset.
+register_model("lstm_q", SequenceModel, layer="lstm", quant="w4a4",
+               description="quantized LSTM: W4/A4 (weights, gates and hidden state; embedding and head in float)",
+               paper="Hubara et al. 2016 (arXiv 1609.07061)", tags=("rnn", "quantized"), **_RNN_DEFAULTS)

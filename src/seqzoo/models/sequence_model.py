@@ -23,15 +23,17 @@ DECODERS = ("step", "last", "mean")
 ModelState = tuple[tuple[Tensor, ...], ...]
 
 
-def _with_cell_norm(layer: str, norm: str | None, layer_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``layer_kwargs`` with the cell normalization ``norm`` added (given both ways, they must agree)."""
-    if norm is None:
+def _with_cell_arg(layer: str, key: str, value: str | None, layer_kwargs: dict[str, Any] | None
+                   ) -> dict[str, Any] | None:
+    """``layer_kwargs`` with the cell argument ``key`` (``norm``, ``quant``) added; given both ways, they must agree."""
+    if value is None:
         return layer_kwargs
-    given = (layer_kwargs or {}).get("norm", norm)
-    if given != norm:
-        raise ConfigError(f"norm={norm!r} and layer_kwargs['norm']={given!r} disagree: the cell's normalization "
-                          f"is set once (layer {layer!r} is preset with {given!r}; start from a preset without it)")
-    return {**(layer_kwargs or {}), "norm": norm}
+    given = (layer_kwargs or {}).get(key, value)
+    if given != value:
+        what = "normalization" if key == "norm" else "quantization"
+        raise ConfigError(f"{key}={value!r} and layer_kwargs['{key}']={given!r} disagree: the cell's {what} is set "
+                          f"once (layer {layer!r} is preset with {given!r}; start from a preset without it)")
+    return {**(layer_kwargs or {}), key: value}
 
 
 def _build(layer: str, d_in: int, d_model: int, norm: str | None, layer_kwargs: dict[str, Any]) -> nn.Module:
@@ -42,6 +44,9 @@ def _build(layer: str, d_in: int, d_model: int, norm: str | None, layer_kwargs: 
             raise ConfigError(f"norm={norm!r}: layer {layer!r} has no cell normalization (cells such as lstm, gru, "
                               "rnn_tanh have one); between layers use post_norm=, on residual branches pre_norm=",
                               ) from None
+        if "'quant'" in str(exc):  # the layer has no quantization sites
+            raise ConfigError(f"quant={layer_kwargs['quant']!r}: layer {layer!r} has no quantization sites (the "
+                              "lstm, gru and rnn_tanh cells have them)") from None
         raise
 
 
@@ -61,6 +66,9 @@ class SequenceModel(nn.Module):
         norm: the normalization inside each recurrent cell (``"layer"``, ``"batch"``, ``"atn"``, ``"bln"``, ...),
             the same as ``seqzoo.LSTM(norm=...)``: passed to the layer as ``layer_kwargs["norm"]``. None leaves
             the layer as it is. Layers without a cell normalization (native, convolutional, attention) refuse it.
+        quant: the quantization of each recurrent cell (``"w4a4"``, ``"w1a1"``, ...; ``seqzoo.layers.quant``): its
+            weights and its gate/hidden activations, passed as ``layer_kwargs["quant"]`` like ``norm``. The
+            embedding and the output head stay floating point. None leaves the layer as it is.
         pre_norm: ``"layer"``: LayerNorm on the input of each residual branch (with ``residual=True``), or None.
         final_norm: LayerNorm after the last layer.
         post_norm: ``"layer"``, ``"batch"`` or ``"bln"``: normalize every layer's output, the last one included
@@ -95,6 +103,7 @@ class SequenceModel(nn.Module):
         encoder: str = "linear",
         residual: bool = False,
         norm: str | None = None,
+        quant: str | None = None,
         pre_norm: str | None = None,
         final_norm: bool = False,
         post_norm: str | None = None,
@@ -121,7 +130,8 @@ class SequenceModel(nn.Module):
             raise ValueError(f"cutoffs={cutoffs!r} need head='adaptive' (got head='linear')")
         if pre_norm not in (None, "layer"):
             raise ConfigError(f"pre_norm must be 'layer' or None, got {pre_norm!r}")
-        layer_kwargs = _with_cell_norm(layer, norm, layer_kwargs)
+        layer_kwargs = _with_cell_arg(layer, "norm", norm, layer_kwargs)
+        layer_kwargs = _with_cell_arg(layer, "quant", quant, layer_kwargs)
         if post_norm is not None and post_norm not in POST_NORMS:
             raise ValueError(f"post_norm must be one of {POST_NORMS} or None, got {post_norm!r}")
         if n_layers < 1 or d_model < 1 or d_output < 1:

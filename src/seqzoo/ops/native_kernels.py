@@ -40,6 +40,7 @@ _SRC_DIR = Path(__file__).parent / "csrc"
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared",
           "-std=c++17")
 _ABI_VERSION = 7
+_ABI_VERSIONS = {"xnor_gemm": 1}  # libraries with their own ABI version (others: _ABI_VERSION)
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
 _enabled_override: bool | None = None
@@ -88,6 +89,7 @@ _ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                                                      "norm_lstm_backward_step", "norm_lstm_backward_chunk",
                                                      "input_atn_forward", "input_atn_backward")
                             for dt in ("f32", "f64")),
+    "xnor_gemm": ("xnor_features", "xnor_pack_f32", "xnor_gemm", "xnor_gemm_scalar"),
 }
 
 
@@ -180,7 +182,7 @@ def _compile(name: str, cxx: str, lib_path: Path, sidecar: Path) -> bool:
             return False
         size, sha = _digest(Path(tmp))
         _write_atomic(lib_path, src=Path(tmp))
-        record = {"size": size, "sha256": sha, "abi": _ABI_VERSION, "flags": list(_FLAGS)}
+        record = {"size": size, "sha256": sha, "abi": _ABI_VERSIONS.get(name, _ABI_VERSION), "flags": list(_FLAGS)}
         _write_atomic(sidecar, (json.dumps(record, indent=1) + "\n").encode())
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("seqzoo native kernel %s: build into %s failed (%s); using the torch-op loop", name,
@@ -228,9 +230,9 @@ def _open(name: str, path: Path) -> tuple[ctypes.CDLL | None, str | None]:
             (" ..." if len(missing) > 3 else "")
     else:
         lib.seqzoo_abi_version.restype = ctypes.c_int
-        abi = lib.seqzoo_abi_version()
-        if abi != _ABI_VERSION:
-            why = f"its ABI version is {abi}, expected {_ABI_VERSION}"
+        abi, want = lib.seqzoo_abi_version(), _ABI_VERSIONS.get(name, _ABI_VERSION)
+        if abi != want:
+            why = f"its ABI version is {abi}, expected {want}"
     if why is None:
         return lib, None
     _dlclose(lib)  # a rebuilt file at the same path must not resolve to this handle

@@ -73,6 +73,7 @@ from seqzoo.training.evaluation import (
 from seqzoo.training.hooks import TrainHook, module_metrics
 from seqzoo.training.index import RunIndex
 from seqzoo.training.progress import Progress
+from seqzoo.training.quantization import quantization_hooks
 from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, resolve_run
 from seqzoo.training.runs import (
     CONFIG_FILE,
@@ -337,6 +338,7 @@ class Trainer:
         res = resolve_run(self.model_name, self.task_name, model_args=self.user_model_args,
                           task_args=self.user_task_args, config=self.config, device=self.ctx.device)
         self.task, self.model = res.task, res.model.to(self.ctx.device)
+        self.hooks += quantization_hooks(self.model, self.hooks)  # shadow-weight clipping of quantized layers
         self.resolved = res.config.to_dict()
         self.run_dir = self.out / (self.run_name or res.config.run_name())
         self.run_id = self.run_dir.name

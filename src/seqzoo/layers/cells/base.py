@@ -1,4 +1,4 @@
-"""Common machinery of recurrent cells: input projection, injected norm sites and state layout.
+"""Common machinery of recurrent cells: input projection, injected norm and quantization sites and state layout.
 
 A cell's state is one flat tuple: its core tensors (``h`` or ``h, c``) followed by the states of
 its norm sites in a fixed order, so the recurrent driver, padding and chunking treat every cell
@@ -12,13 +12,21 @@ import math
 import torch
 from torch import Tensor, nn
 
+from seqzoo.errors import ConfigError
 from seqzoo.layers.norms import RecurrentNorm, make_recurrent_norm
+from seqzoo.layers.quant import make_quantizer
 
 State = tuple[Tensor, ...]
 
 
 class RecurrentCell(nn.Module):
-    """Base class. Subclasses define ``core_state_names``, ``gate_multiplier`` and ``recur``."""
+    """Base class. Subclasses define ``core_state_names``, ``gate_multiplier`` and ``recur``.
+
+    Quantization (``quant="w4a4"``, ``seqzoo.layers.quant``) is injected like a norm: ``project_inputs`` and
+    ``recurrent_term`` use ``quantized_weight``; a cell class that calls ``act_sigmoid``/``act_tanh`` at its gates and
+    hidden state declares ``supports_quant = True`` in its own class body (subclasses that change ``recur`` do not
+    inherit it, so they refuse ``quant=`` until they do the same).
+    """
 
     core_state_names: tuple[str, ...] = ("h",)
     gate_multiplier: int = 1
@@ -33,8 +41,13 @@ class RecurrentCell(nn.Module):
         norm: str | None = None,
         norm_kwargs: dict | None = None,
         norm_sizes: dict[str, int] | None = None,
+        quant: str | None = None,
+        quant_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
+        if quant not in (None, "none") and not type(self).__dict__.get("supports_quant", False):
+            raise ConfigError(f"quant={quant!r}: {type(self).__name__} has no quantization sites (the lstm, gru and "
+                              "rnn_tanh cells have them)")
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
         self.input_size = input_size
@@ -56,6 +69,8 @@ class RecurrentCell(nn.Module):
                 for site in self.norm_site_names
             }
         )
+        self.quant = make_quantizer(quant, quant_kwargs)
+        self._qcache: dict[str, tuple] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -80,6 +95,39 @@ class RecurrentCell(nn.Module):
 
     def _stateful_sites(self) -> list[str]:
         return [s for s in self.norm_site_names if not self.norms[s].stateless]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_qcache": {}}  # quantized weights hold an autograd graph: never copied or pickled
+
+    # ----- quantization sites -----------------------------------------------------------------------
+    def quantized_weight(self, name: str, refresh: bool = False) -> Tensor:
+        """``weight_ih`` / ``weight_hh`` at the weight site (itself when float).
+
+        Quantized once per sequence: ``project_inputs`` refreshes both, the per-step ``recurrent_term`` reuses the
+        cached one while the shadow weight is unchanged (same ``_version``, same grad mode).
+        """
+        w = getattr(self, name)
+        if self.quant.weights_float:
+            return w
+        key = (w._version, torch.is_grad_enabled(), w.device, w.dtype)
+        hit = self._qcache.get(name)
+        if refresh or hit is None or hit[0] != key:
+            hit = (key, self.quant.weight(w))
+            self._qcache[name] = hit
+        return hit[1]
+
+    def quantized_weights(self) -> list[nn.Parameter]:
+        """The shadow weights (for ``ShadowWeightClip``)."""
+        return [] if self.quant.weights_float else [self.weight_ih, self.weight_hh]
+
+    def act_sigmoid(self, a: Tensor) -> Tensor:
+        """``sigmoid(a)`` at an activation site (quantized on ``[0, 1]``)."""
+        return self.quant.act(torch.sigmoid(a), 0.0, 1.0)
+
+    def act_tanh(self, a: Tensor) -> Tensor:
+        """``tanh(a)`` at an activation site (quantized on ``[-1, 1]``)."""
+        return self.quant.act(torch.tanh(a))
 
     # ----- state layout -----------------------------------------------------------------------
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
@@ -121,10 +169,12 @@ class RecurrentCell(nn.Module):
     # ----- computation ------------------------------------------------------------------------
     def project_inputs(self, x: Tensor) -> Tensor:
         """``W_ih x + b_ih`` for all time steps in one matrix multiply (hoisted out of the loop)."""
-        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+        if not self.quant.weights_float:
+            self.quantized_weight("weight_hh", refresh=True)
+        return nn.functional.linear(x, self.quantized_weight("weight_ih", refresh=True), self.bias_ih)
 
     def recurrent_term(self, h: Tensor) -> Tensor:
-        return nn.functional.linear(h, self.weight_hh, self.bias_hh)
+        return nn.functional.linear(h, self.quantized_weight("weight_hh"), self.bias_hh)
 
     def forward(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One step on a projected input ``xp_t: (B, G)``; returns ``(h_t, new_state)``."""
@@ -144,4 +194,5 @@ class RecurrentCell(nn.Module):
         return None
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, norm={self.norm_kind!r}"
+        q = "" if self.quant.spec is None else f", quant={self.quant.spec.name!r}"
+        return f"{self.input_size}, {self.hidden_size}, norm={self.norm_kind!r}{q}"

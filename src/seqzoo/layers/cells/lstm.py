@@ -8,6 +8,11 @@ Fast paths: when every site is a LayerNorm, an ATN window or the identity (``Rec
 ``ops.lstm_loop.norm_lstm_sequence`` (ATN: only without padding and with window states that do not require grad;
 otherwise the generic loop). A plain cell takes the same loop with identity sites through
 ``ops.lstm_recurrence.lstm_layer`` (``lstm_sequence`` after a hoisted projection under autocast).
+
+Quantization (``quant=``, ``seqzoo.layers.quant``): activation sites at the gates ``i, f, o`` (sigmoid, ``[0, 1]``),
+``g`` (tanh) and ``h``; the weight site on ``W_ih`` and ``W_hh``. With quantized weights only, the fused paths above
+run on the quantized weights (gradients reach the shadow weights through the STE); with quantized activations the
+fused paths do not apply and the generic loop runs ``recur``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class LSTMCell(RecurrentCell):
     core_state_names = ("h", "c")
     gate_multiplier = 4
     norm_site_names = ("x", "h", "c")
+    supports_quant = True
 
     def __init__(self, input_size: int, hidden_size: int, **kwargs) -> None:
         kwargs.setdefault("norm_sizes", {"c": hidden_size})
@@ -33,14 +39,16 @@ class LSTMCell(RecurrentCell):
         h, c = core
         gates = self.run_norm("x", xp_t, sites) + self.run_norm("h", self.recurrent_term(h), sites)
         i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(self.run_norm("c", c, sites))
+        c = self.act_sigmoid(f) * c + self.act_sigmoid(i) * self.act_tanh(g)
+        h = self.quant.act(self.act_sigmoid(o) * torch.tanh(self.run_norm("c", c, sites)))
         return h, (h, c)
 
     def sequence(self, xp: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
+        if not self.quant.acts_float:
+            return None
         if not self.plain:
             return self._normed_sequence(xp, state, mask)
-        hs, h, c = lstm_sequence(xp, state[0], state[1], self.weight_hh, self.bias_hh, mask)
+        hs, h, c = lstm_sequence(xp, state[0], state[1], self.quantized_weight("weight_hh"), self.bias_hh, mask)
         return hs, (h, c)
 
     def sequence_inputs(self, x: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State] | None:
@@ -52,13 +60,14 @@ class LSTMCell(RecurrentCell):
         """
         cls = type(self)
         if (cls.recur is not LSTMCell.recur or cls.sequence is not LSTMCell.sequence
-                or cls.project_inputs is not RecurrentCell.project_inputs):
+                or cls.project_inputs is not RecurrentCell.project_inputs or not self.quant.acts_float):
             return None
         if self.plain:
             if torch.is_autocast_enabled(x.device.type):
                 return None
-            hs, h, c = lstm_layer(x, self.weight_ih, self.bias_ih, state[0], state[1], self.weight_hh, self.bias_hh,
-                                  mask)
+            w_ih = self.quantized_weight("weight_ih", refresh=True)
+            w_hh = self.quantized_weight("weight_hh", refresh=True)
+            hs, h, c = lstm_layer(x, w_ih, self.bias_ih, state[0], state[1], w_hh, self.bias_hh, mask)
             return hs, (h, c)
         return self._normed_sequence(x, state, mask, project=True)
 
@@ -85,8 +94,9 @@ class LSTMCell(RecurrentCell):
                 return self._normed_sequence(xp.to(dtype), tuple(s.to(dtype) if s.is_floating_point() else s
                                                                  for s in state), mask, project,
                                              torch.bfloat16 if bf16 else matmul_dtype)
-        w_ih, b_ih = (self.weight_ih, self.bias_ih) if project else (None, None)
-        hs, h, c, new_sites = norm_lstm_sequence(xp, core[0], core[1], self.weight_hh, self.bias_hh, specs, mask,
+        w_ih, b_ih = (self.quantized_weight("weight_ih", refresh=True), self.bias_ih) if project else (None, None)
+        w_hh = self.quantized_weight("weight_hh", refresh=project)
+        hs, h, c, new_sites = norm_lstm_sequence(xp, core[0], core[1], w_hh, self.bias_hh, specs, mask,
                                                  sites, weight_ih=w_ih, bias_ih=b_ih, matmul_dtype=matmul_dtype)
         sites.update(new_sites)
         return hs, self.join_state((h, c), sites)
