@@ -25,7 +25,8 @@ from seqzoo.errors import RunError, SeqzooError
 # optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies])
 OPTIONAL_EXTRAS = {"safetensors": "train", "tqdm": "train", "tensorboard": "train", "matplotlib": "train",
                    "sklearn": "train", "scipy": "train", "statsmodels": "forecast", "numba": "fast",
-                   "aeon": "timeseries", "pyts": "timeseries", "ray": "ray"}
+                   "aeon": "timeseries", "pyts": "timeseries", "ray": "ray", "sentencepiece": "translate",
+                   "sacrebleu": "translate"}
 # OSErrors that are about the user's files even when they carry no file name
 FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 # Plain ValueError/KeyError are still raised for user mistakes in places not yet converted to seqzoo.errors;
