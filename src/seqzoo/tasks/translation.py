@@ -59,6 +59,7 @@ VALID_NAMES = ("valid", "val", "dev")
 TEST_NAMES = ("test", "test_2016_flickr")
 MODEL_TYPES = ("unigram", "bpe")
 SPM_FILE = "spm.model"
+DEFAULT_FOLDER, DEFAULT_PAIR = "multi30k/raw", ("de", "en")  # folder=None, src=None, tgt=None mean these
 EXTRA = "pip install 'seqzoo[translate]'"
 
 
@@ -137,10 +138,14 @@ def train_wordpieces(files: list[Path], lines: list[str], vocab_size: int, model
     with tempfile.TemporaryDirectory(prefix="seqzoo-spm-", dir=path.parent) as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=vocab_size, model_type=model_type,
-            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, character_coverage=1.0, hard_vocab_limit=False,
-            num_threads=1, minloglevel=2)
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=vocab_size, model_type=model_type,
+                pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, character_coverage=1.0, hard_vocab_limit=False,
+                num_threads=1, minloglevel=2)
+        except RuntimeError as e:  # e.g. fewer pieces than the corpus has characters
+            raise ConfigError(f"translation: sentencepiece cannot train vocab_size={vocab_size} on {files[0]}: "
+                              f"{str(e).splitlines()[0][-160:]}") from None
         data = (Path(tmp) / "m.model").read_bytes()
     atomic_write_bytes(path, data)
     return data
@@ -174,13 +179,16 @@ class TranslationTask(Task):
     non_data_params = ("data_dir", "max_tokens", "beam", "alpha", "beta", "max_len_ratio", "max_len_extra",
                        "bleu_splits")
 
-    def __init__(self, folder: str = "multi30k/raw", src: str = "de", tgt: str = "en", data_dir: str | None = None,
+    def __init__(self, folder: str | None = None, src: str | None = None, tgt: str | None = None,
+                 data_dir: str | None = None,
                  vocab_size: int = 8000, model_type: str = "unigram", valid_name: str | None = None,
                  test_name: str | None = None, n_train: int | None = None, max_len: int = 100,
                  max_tokens: int | None = None, beam: int = 5, alpha: float = 0.2, beta: float = 0.2,
                  max_len_ratio: float = 1.5, max_len_extra: int = 10, bleu_splits: str = "test") -> None:
         from seqzoo.models.seq2seq.decoding import DecodeConfig
 
+        folder = DEFAULT_FOLDER if folder is None else folder
+        src, tgt = DEFAULT_PAIR[0] if src is None else src, DEFAULT_PAIR[1] if tgt is None else tgt
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"translation: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
         check_int("translation", "vocab_size", vocab_size, 8)

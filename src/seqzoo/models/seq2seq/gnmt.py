@@ -56,12 +56,8 @@ def reverse_padded(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def _zero_state(layer: nn.Module, batch: int, ref: Tensor) -> Any:
-    """The layer's initial state for ``batch`` rows like ``ref`` (an int8 LSTM has no float weight to read it from)."""
-    try:
-        return layer.init_state(batch, device=ref.device, dtype=ref.dtype)
-    except AttributeError:
-        z = ref.new_zeros(batch, layer.d_output)
-        return (z, z.clone())
+    """The layer's initial state for ``batch`` rows like ``ref``."""
+    return layer.init_state(batch, device=ref.device, dtype=ref.dtype)
 
 
 class GNMT(Seq2SeqModel):
@@ -173,7 +169,12 @@ def _as_native(layer: nn.Module) -> nn.Module:
     cell = getattr(layer, "cell", None)
     if not (isinstance(layer, Recurrent) and type(cell) is LSTMCell and cell.plain):
         return layer
-    native = NativeRecurrent("lstm", cell.input_size, cell.hidden_size)
+    class _Native(NativeRecurrent):  # its initial state must not read a float weight (int8 LSTMs have none)
+        def init_state(self, batch_size: int, *, device=None, dtype=None):
+            z = torch.zeros(batch_size, self.d_output, device=device, dtype=dtype or torch.float32)
+            return (z, z.clone())
+
+    native = _Native("lstm", cell.input_size, cell.hidden_size)
     with torch.no_grad():
         native.rnn.weight_ih_l0.copy_(cell.weight_ih)
         native.rnn.weight_hh_l0.copy_(cell.weight_hh)
