@@ -65,7 +65,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "spoken-digits": {"downsample": 8, "max_len": 800},
     "music": {"dataset": "jsb", "max_len": 16},
     "ucr": {"dataset": "ItalyPowerDemand"},
-    "translation": {"n_train": 300, "vocab_size": 300},
+    "translation": {"n_train": 300, "spm_vocab": 300},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).

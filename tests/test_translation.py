@@ -50,7 +50,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make(root: Path, **kw) -> tr.TranslationTask:
-    return create_task("translation", **{"folder": ".", "data_dir": str(root), "vocab_size": 60, **kw})
+    return create_task("translation", **{"folder": ".", "data_dir": str(root), "spm_vocab": 60, **kw})
 
 
 def test_builds_from_any_folder_and_caches_the_wordpiece_model(tmp_path: Path, cache: Path,
@@ -67,7 +67,7 @@ def test_builds_from_any_folder_and_caches_the_wordpiece_model(tmp_path: Path, c
     again = make(tmp_path)  # same files and options: read from the cache
     assert again.wordpieces.model_bytes == task.wordpieces.model_bytes
     with pytest.raises(AssertionError, match="retrained"):
-        make(tmp_path, vocab_size=61)  # other options: another model
+        make(tmp_path, spm_vocab=61)  # other options: another model
     assert task.run_files()["spm.model"] == task.wordpieces.model_bytes
     text = task.text["test"][1][:3]
     assert task.wordpieces.decode(task.wordpieces.encode(text)) == text  # detokenizes to the raw text

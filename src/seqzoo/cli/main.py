@@ -1,4 +1,4 @@
-"""``seqzoo`` command line: list / train / eval / compare / bench / reproduce / report.
+"""``seqzoo`` command line: list / train / eval / translate / compare / bench / reproduce / report.
 
 Everything heavy (torch, training, plotting, the speed harness) is imported inside the command that needs it, so
 ``seqzoo --help`` and ``--version`` start without torch. A user error (``seqzoo.errors.SeqzooError``, an argument
@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true",
                     help="print JSON: the metrics of one run, or {run directory: metrics} for several")
     sp.set_defaults(func=cmd_eval)
+
+    from seqzoo.cli.translate import add_parser as add_translate  # noqa: PLC0415  (argparse only, no torch)
+
+    add_translate(sub, fmt)
 
     sp = sub.add_parser("compare", formatter_class=fmt,
                         help="table (and plot) of a metric over runs grouped by configuration")

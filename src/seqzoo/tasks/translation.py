@@ -7,7 +7,7 @@ target file. The default folder is Multi30k's raw text (``multi30k/raw``: train 
 ``test_name``). An empty line, a different number of lines on the two sides or bytes that are not UTF-8 are a
 ``DataError`` naming the file (and the line).
 
-Subwords: one sentencepiece model (unigram by default, ``vocab_size`` 8000) shared by both sides, trained on the
+Subwords: one sentencepiece model (unigram by default, ``spm_vocab`` 8000 pieces) shared by both sides, trained on the
 raw training split of both languages and cached under ``$SEQZOO_CACHE/spm`` (default ``~/.cache/seqzoo``) keyed by
 the SHA-256 of the two training files and the options, so it is trained once, never inside the package and never
 per run. Ids ``PAD, UNK, BOS, EOS = 0, 1, 2, 3`` (``seqzoo.models.seq2seq.base``). A run folder gets a copy
@@ -144,7 +144,7 @@ def train_wordpieces(files: list[Path], lines: list[str], vocab_size: int, model
                 pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, character_coverage=1.0, hard_vocab_limit=False,
                 num_threads=1, minloglevel=2)
         except RuntimeError as e:  # e.g. fewer pieces than the corpus has characters
-            raise ConfigError(f"translation: sentencepiece cannot train vocab_size={vocab_size} on {files[0]}: "
+            raise ConfigError(f"translation: sentencepiece cannot train spm_vocab={vocab_size} on {files[0]}: "
                               f"{str(e).splitlines()[0][-160:]}") from None
         data = (Path(tmp) / "m.model").read_bytes()
     atomic_write_bytes(path, data)
@@ -181,7 +181,7 @@ class TranslationTask(Task):
 
     def __init__(self, folder: str | None = None, src: str | None = None, tgt: str | None = None,
                  data_dir: str | None = None,
-                 vocab_size: int = 8000, model_type: str = "unigram", valid_name: str | None = None,
+                 spm_vocab: int = 8000, model_type: str = "unigram", valid_name: str | None = None,
                  test_name: str | None = None, n_train: int | None = None, max_len: int = 100,
                  max_tokens: int | None = None, beam: int = 5, alpha: float = 0.2, beta: float = 0.2,
                  max_len_ratio: float = 1.5, max_len_extra: int = 10, bleu_splits: str = "test") -> None:
@@ -191,7 +191,7 @@ class TranslationTask(Task):
         src, tgt = DEFAULT_PAIR[0] if src is None else src, DEFAULT_PAIR[1] if tgt is None else tgt
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"translation: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-        check_int("translation", "vocab_size", vocab_size, 8)
+        check_int("translation", "spm_vocab", spm_vocab, 8)
         check_int("translation", "max_len", max_len, 2)
         if n_train is not None:
             check_int("translation", "n_train", n_train, 1)
@@ -209,7 +209,7 @@ class TranslationTask(Task):
                                          max_len_extra=max_len_extra)
         except ConfigError as e:
             raise ConfigError(f"translation: {e}") from None
-        super().__init__(folder=folder, src=src, tgt=tgt, data_dir=data_dir, vocab_size=vocab_size,
+        super().__init__(folder=folder, src=src, tgt=tgt, data_dir=data_dir, spm_vocab=spm_vocab,
                          model_type=model_type, valid_name=valid_name, test_name=test_name, n_train=n_train,
                          max_len=max_len, max_tokens=max_tokens, beam=beam, alpha=alpha, beta=beta,
                          max_len_ratio=max_len_ratio, max_len_extra=max_len_extra, bleu_splits=bleu_splits)
@@ -223,7 +223,7 @@ class TranslationTask(Task):
         if n_train is not None:
             self.text["train"] = tuple(side[:n_train] for side in self.text["train"])  # type: ignore[assignment]
         train_src, train_tgt = self.text["train"]
-        self.wordpieces = Wordpieces(train_wordpieces(list(self.files["train"]), train_src + train_tgt, vocab_size,
+        self.wordpieces = Wordpieces(train_wordpieces(list(self.files["train"]), train_src + train_tgt, spm_vocab,
                                                       model_type, n_train))
         self.ids = {s: (self.wordpieces.encode(a), self.wordpieces.encode(b)) for s, (a, b) in self.text.items()}
         src_ids, tgt_ids = self.ids["train"]
