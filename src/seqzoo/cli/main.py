@@ -398,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "plumbing; they are not results.")
     sp.add_argument("-h", "--help", action=_ReproduceHelp, help="show this help (with expected times) and exit")
     sp.add_argument("name", help="experiment card (see `seqzoo list experiments`)")
-    sp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"],
-                    help="tiny: plumbing check in seconds; small: the measured reproduction (default: small)")
+    sp.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "paper"],
+                    help="tiny: plumbing check in seconds; small: the measured reproduction (default: small); medium: "
+                         "<= 60 min where small cannot decide (cards that define it)")
     sp.add_argument("--out", default="runs")
     sp.add_argument("--workers", type=int, default=None, help="parallel runs (default: the card's setting)")
     sp.add_argument("--executor", default="local", choices=["local", "ray"])

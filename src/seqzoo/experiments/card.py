@@ -19,7 +19,7 @@ from typing import Any
 from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import unknown_message
 
-SCALES = ("tiny", "small", "paper")
+SCALES = ("tiny", "small", "medium", "paper")
 # The one quiet training setting of every card run: no per-run progress bar (``reproduce`` shows one for the
 # grid) and no TensorBoard files. ``Scale`` puts it under its own ``train`` fields, so a card never repeats it.
 QUIET = {"progress": False, "tensorboard": False}
