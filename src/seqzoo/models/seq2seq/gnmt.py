@@ -183,13 +183,19 @@ def _as_native(layer: nn.Module) -> nn.Module:
     return native
 
 
-def quantize_int8(model: GNMT) -> GNMT:
-    """An int8 copy for CPU inference: dynamic quantization of every Linear and LSTM weight (activations stay float).
-
-    Plain seqzoo LSTM layers become ``torch.nn.LSTM`` first; normalized cells (LN/ATN) stay float.
-    """
+def to_native(model: GNMT) -> GNMT:
+    """A float copy whose plain seqzoo LSTM layers are ``torch.nn.LSTM`` with the same weights (the int8 path's
+    float twin: it separates the speed of the native kernel from the speed of int8 weights)."""
     q = copy.deepcopy(model).eval()
     q.enc_fw, q.enc_bw = _as_native(q.enc_fw), _as_native(q.enc_bw)
     q.encoder = nn.ModuleList(_as_native(m) for m in q.encoder)
     q.decoder = nn.ModuleList(_as_native(m) for m in q.decoder)
-    return torch.ao.quantization.quantize_dynamic(q, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+    return q
+
+
+def quantize_int8(model: GNMT) -> GNMT:
+    """An int8 copy for CPU inference: dynamic quantization of every Linear and LSTM weight (activations stay float).
+
+    Plain seqzoo LSTM layers become ``torch.nn.LSTM`` first (``to_native``); normalized cells (LN/ATN) stay float.
+    """
+    return torch.ao.quantization.quantize_dynamic(to_native(model), {nn.Linear, nn.LSTM}, dtype=torch.qint8)
