@@ -30,8 +30,9 @@ Claims (thresholds fixed here, never tuned to a result):
    attention 28.3, ConvS2S 34.1 in the same tutorial series); meant for the medium scale (all 1000 sentences).
 
 Budgets: ``tiny`` plumbing (2k training pairs, width 16, 4 steps). ``small``: width 128, 4k pieces, 120 steps
-(~0.26 epoch), 3 seeds, 60 test sentences decoded (sized for a machine shared by 8 agents). ``medium``: the presets' width 256, 8k pieces, 4000 steps
-(~8.8 epochs), 1 seed, all 1000 test sentences; defined, not run in the session that wrote it.
+(~0.26 epoch), 3 seeds, 60 test sentences decoded (sized for a machine shared by 8 agents). ``medium``: the
+presets' width 256, 8k pieces, 4000 steps (~8.8 epochs), 1 seed, all 1000 test sentences; defined, not run in the
+session that wrote it.
 """
 
 from __future__ import annotations
