@@ -65,6 +65,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "spoken-digits": {"downsample": 8, "max_len": 800},
     "music": {"dataset": "jsb", "max_len": 16},
     "ucr": {"dataset": "ItalyPowerDemand"},
+    "translation": {"n_train": 300, "spm_vocab": 300},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).
@@ -183,6 +184,8 @@ def output_shape(task: Task, batch: dict[str, torch.Tensor]) -> tuple[int, ...]:
     x = batch["inputs"]
     if task.spec.output_kind == "per_sequence":
         return (x.shape[0], task.spec.d_output)
+    if task.spec.output_kind == "seq2seq":  # one output per target position (decoder input ``prev``)
+        return (*batch["targets"].shape, task.spec.d_output)
     return (x.shape[0], x.shape[1], task.spec.d_output)
 
 
@@ -260,6 +263,10 @@ def check_batch(task: Task, batch: dict[str, torch.Tensor], where: str, *, train
         assert m.dtype == torch.bool and tuple(m.shape) == (B, L), f"{where}: mask must be (B, L) bool"
         assert bool(m[:, 0].all()), f"{where}: a sequence without any real position"
         assert bool((m[:, 1:] <= m[:, :-1]).all()), f"{where}: mask is not right padding"
+    if spec.output_kind == "seq2seq":  # targets and loss_mask align with the decoder input, not the source
+        p = batch["prev"]
+        assert p.dtype == torch.int64 and p.shape[0] == B and y.shape == p.shape, f"{where}: prev/targets shapes"
+        L = p.shape[1]
     if "loss_mask" in batch:
         lm = batch["loss_mask"]
         assert lm.dtype == torch.bool and tuple(lm.shape) == (B, L), f"{where}: loss_mask must be (B, L) bool"

@@ -1,4 +1,4 @@
-"""``seqzoo`` command line: list / train / eval / compare / bench / reproduce / report.
+"""``seqzoo`` command line: list / train / eval / translate / compare / bench / reproduce / report.
 
 Everything heavy (torch, training, plotting, the speed harness) is imported inside the command that needs it, so
 ``seqzoo --help`` and ``--version`` start without torch. A user error (``seqzoo.errors.SeqzooError``, an argument
@@ -25,7 +25,8 @@ from seqzoo.errors import RunError, SeqzooError
 # optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies])
 OPTIONAL_EXTRAS = {"safetensors": "train", "tqdm": "train", "tensorboard": "train", "matplotlib": "train",
                    "sklearn": "train", "scipy": "train", "statsmodels": "forecast", "numba": "fast",
-                   "aeon": "timeseries", "pyts": "timeseries", "ray": "ray"}
+                   "aeon": "timeseries", "pyts": "timeseries", "ray": "ray", "sentencepiece": "translate",
+                   "sacrebleu": "translate"}
 # OSErrors that are about the user's files even when they carry no file name
 FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 # Plain ValueError/KeyError are still raised for user mistakes in places not yet converted to seqzoo.errors;
@@ -376,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true",
                     help="print JSON: the metrics of one run, or {run directory: metrics} for several")
     sp.set_defaults(func=cmd_eval)
+
+    from seqzoo.cli.translate import add_parser as add_translate  # noqa: PLC0415  (argparse only, no torch)
+
+    add_translate(sub, fmt)
 
     sp = sub.add_parser("compare", formatter_class=fmt,
                         help="table (and plot) of a metric over runs grouped by configuration")

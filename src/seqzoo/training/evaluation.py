@@ -300,6 +300,9 @@ def evaluate_split(model: nn.Module, task: Task, split: str, *, batch_size: int,
     else:
         out = evaluate(model, task, task.build(split, EVAL_SEED), batch_size=batch_size, device=device, bf16=bf16,
                        ctx=ctx)
+    decode = getattr(task, "decode_metrics", None)  # metrics of decoded outputs (translation: BLEU, chrF)
+    if callable(decode):
+        out.update(decode(unwrap(model), split))
     return {**out, **module_metrics(model)}, mode
 
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.errors import ConfigError, ConfigTypeError, RunError, RunExistsError
-from seqzoo.files import remove_stale_tmp
+from seqzoo.files import atomic_write_bytes, remove_stale_tmp
 from seqzoo.tasks.base import Batch, Task, derive_seed
 from seqzoo.training.checkpoint import (
     Checkpoint,
@@ -372,6 +372,9 @@ class Trainer:
                 remove_stale_tmp(d)
                 remove_stale_tmp(d / "checkpoint")
             atomic_write_json(d / CONFIG_FILE, {**self.resolved, "seqzoo_version": _version()})
+            run_files = getattr(self.task, "run_files", None)  # files a run needs without the data (a tokenizer)
+            for name, data in (run_files() if callable(run_files) else {}).items():
+                atomic_write_bytes(d / name, data)
         barrier(self.ctx)
         return None
 
