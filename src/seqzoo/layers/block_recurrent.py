@@ -65,13 +65,13 @@ class FixedGate(nn.Module):
     """``c' = c * g + (W_z h + b_z) * (1 - g)`` with ``g = sigmoid(b_g)``: an exponential moving average per
     dimension that does not look at the input."""
 
-    def __init__(self, d: int) -> None:
+    def __init__(self, d: int, remember_bias: float = 0.0) -> None:
         super().__init__()
         self.z = nn.Linear(d, d)
         self.gate_bias = nn.Parameter(torch.empty(d))
         _variance_scaling_(self.z.weight, 0.1)
         nn.init.normal_(self.z.bias, 0.0, 0.1)
-        nn.init.normal_(self.gate_bias, 0.0, 0.1)
+        nn.init.normal_(self.gate_bias, remember_bias, 0.1)
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         g = torch.sigmoid(self.gate_bias)
@@ -93,8 +93,8 @@ class LSTMGate(nn.Module):
         return c * torch.sigmoid(f + 1.0) + torch.tanh(z) * torch.sigmoid(i - 1.0)
 
 
-def _gate(kind: str, d: int) -> nn.Module:
-    return FixedGate(d) if kind == "fixed" else LSTMGate(d)
+def _gate(kind: str, d: int, remember_bias: float) -> nn.Module:
+    return FixedGate(d, remember_bias) if kind == "fixed" else LSTMGate(d)
 
 
 def _heads(t: Tensor, n_heads: int) -> Tensor:
@@ -165,7 +165,7 @@ class RecurrentBlockLayer(SlidingBlockLayer):
     """A sliding-window layer that also reads and writes ``n_states`` recurrent state vectors (§3.3)."""
 
     def __init__(self, d: int, n_heads: int, d_ff: int, n_buckets: int, dropout: float, *, n_states: int,
-                 gate: str, config: str) -> None:
+                 gate: str, config: str, remember_bias: float = 0.0) -> None:
         super().__init__(d, n_heads, d_ff, n_buckets, dropout, cross=True)
         self.config = config
         self.q_cross = nn.Linear(d, d, bias=False)  # Q_e': tokens -> states
@@ -178,11 +178,11 @@ class RecurrentBlockLayer(SlidingBlockLayer):
         self.state_scale = nn.Parameter(torch.full((n_heads,), math.sqrt(d // n_heads)))
         self.state_cross_scale = nn.Parameter(torch.full((n_heads,), math.sqrt(d // n_heads)))
         self.state_proj = nn.Linear(2 * d, d, bias=False)
-        self.gate = _gate(gate, d)
+        self.gate = _gate(gate, d, remember_bias)
         if config == "dual":
             self.norm_state_ff = nn.LayerNorm(d, bias=False)
             self.state_ff = nn.Sequential(nn.Linear(d, d_ff, bias=False), nn.ReLU(), nn.Linear(d_ff, d, bias=False))
-            self.gate_ff = _gate(gate, d)
+            self.gate_ff = _gate(gate, d, remember_bias)
 
     def state_heads(self, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``Q_s, K_s, V_s, Q_s'`` ``(B, H, S, dh)`` of states ``c (B, S, d)``."""
@@ -220,6 +220,8 @@ class BlockRecurrentTransformer(SequenceLayer):
         config: ``"skip"`` (projection + gate) or ``"dual"`` (gate, FFN, gate) in the horizontal direction.
         n_buckets: relative position buckets (T5).
         dropout: dropout on the residual branches (train mode only).
+        remember_bias: mean of the fixed gate's bias b_g at initialisation (meliad: 0, so g starts near 0.5 and
+            keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's +1).
     """
 
     is_causal = True
@@ -227,7 +229,7 @@ class BlockRecurrentTransformer(SequenceLayer):
 
     def __init__(self, d_model: int, *, depth: int = 4, n_heads: int = 4, d_ff: int | None = None, window: int = 64,
                  n_states: int = 64, recurrent_layers: tuple[int, ...] | list[int] = (2,), gate: str = "fixed",
-                 config: str = "skip", n_buckets: int = 32, dropout: float = 0.0) -> None:
+                 config: str = "skip", n_buckets: int = 32, dropout: float = 0.0, remember_bias: float = 0.0) -> None:
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
         for name, value in (("depth", depth), ("n_heads", n_heads), ("d_ff", d_ff), ("window", window),
@@ -252,7 +254,7 @@ class BlockRecurrentTransformer(SequenceLayer):
         self.dropout_p = dropout
         self.blocks = nn.ModuleList(
             RecurrentBlockLayer(d_model, n_heads, d_ff, n_buckets, dropout, n_states=n_states, gate=gate,
-                                config=config) if i in rec
+                                config=config, remember_bias=remember_bias) if i in rec
             else SlidingBlockLayer(d_model, n_heads, d_ff, n_buckets, dropout)
             for i in range(depth))
         w = window
