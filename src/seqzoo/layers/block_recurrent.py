@@ -357,17 +357,20 @@ class BlockRecurrentTransformer(SequenceLayer):
             values = torch.cat((vx[:, :, :-1], vx[:, :, 1:]), 3)
             o = layer.self_attention(q, keys, values, layer.block_mask(allowed, self.buckets))
             if isinstance(layer, RecurrentBlockLayer):
-                c, reads = rec[:, r], []
-                qc = _scaled(_heads(layer.q_cross(h), self.n_heads), layer.cross_scale).unflatten(2, (nb, w))
-                for j in range(nb):
+                c, state_keys, state_values = rec[:, r], [], []
+                for j in range(nb):  # the block loop: only the state update is sequential
                     heads = layer.state_heads(c)
-                    reads.append(_attend(qc[:, :, j], heads[1], heads[2]))
+                    state_keys.append(heads[1])
+                    state_values.append(heads[2])
                     if bool(complete[:, j].any()):
                         # rows whose block j is unfinished keep their state (and may read every key: no NaN rows)
                         ok = key_ok[:, j] | ~complete[:, j, None]
                         c_next = layer.update(c, heads, keys[:, :, j], values[:, :, j], ok)
                         c = torch.where(complete[:, j, None, None], c_next, c)
-                attn = torch.cat((_merge(o), _merge(torch.cat(reads, 2))), -1)
+                # every block's tokens read the state left by the block before, in one attention call
+                qc = _scaled(_heads(layer.q_cross(h), self.n_heads), layer.cross_scale).unflatten(2, (nb, w))
+                reads = _attend(qc, torch.stack(state_keys, 2), torch.stack(state_values, 2)).flatten(2, 3)
+                attn = torch.cat((_merge(o), _merge(reads)), -1)
                 new_rec.append(c)
                 r += 1
             else:
