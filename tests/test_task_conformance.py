@@ -66,6 +66,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "music": {"dataset": "jsb", "max_len": 16},
     "ucr": {"dataset": "ItalyPowerDemand"},
     "translation": {"n_train": 300, "spm_vocab": 300},
+    "title-recall": {"seq_len": 48, "title_len": 3, "period": 12, "jitter": 2, "window": 4, "n_valid": 8, "n_test": 8},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).
@@ -91,6 +92,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "spoken-digits": [({"downsample": 0}, "downsample"), ({"max_len": 0}, "max_len")],
     "music": [({"max_len": 0}, "max_len")],
     "ucr": [({"valid_fraction": 1.0}, "valid_fraction")],
+    "title-recall": [({"jitter": 20, "period": 20}, "jitter"), ({"window": 0}, "window")],
 }
 EVAL_KEYS = (("valid", 0), ("test", 0), ("test", 1))
 NAMES = list_tasks()

@@ -10,6 +10,7 @@ from seqzoo.layers import bln as _bln  # noqa: F401  (registers norm="bln")
 from seqzoo.layers.attention import CausalSelfAttention
 from seqzoo.layers.automaton import DFA, Extraction, agreement, extract_dfa
 from seqzoo.layers.bln import BatchLayerNorm
+from seqzoo.layers.block_recurrent import BlockRecurrentTransformer, build_block_recurrent
 from seqzoo.layers.cdil import CircularDilatedConvNet, build_cdil
 from seqzoo.layers.cells import CELLS, ElmanCell, GRUCell, LSTMCell, RecurrentCell
 from seqzoo.layers.conv_arma import ConvARMA, ConvARMACell, build_conv_arma
@@ -60,6 +61,7 @@ register_layer("cdil", build_cdil)
 register_layer("conv_arma", build_conv_arma)
 register_layer("deq_transformer", build_deq_transformer)
 register_layer("tied_transformer", build_tied_transformer)
+register_layer("block_recurrent", build_block_recurrent)
 
 __all__ = [
     "DEQ",
@@ -74,6 +76,8 @@ __all__ = [
     "build_conv_arma",
     "extract_dfa",
     "BatchLayerNorm",
+    "BlockRecurrentTransformer",
+    "build_block_recurrent",
     "CELLS",
     "CausalSelfAttention",
     "CircularDilatedConvNet",

@@ -171,3 +171,26 @@ register_model("rns_rnn_limited", SequenceModel, layer="rns_rnn_limited",
 register_model("lstm_q", SequenceModel, layer="lstm", quant="w4a4",
                description="quantized LSTM: W4/A4 (weights, gates and hidden state; embedding and head in float)",
                paper="Hubara et al. 2016 (arXiv 1609.07061)", tags=("rnn", "quantized"), **_RNN_DEFAULTS)
+# Block-Recurrent Transformer (Hutchins et al. 2022; spec stacks-memory-... §3.5 small setting): one layer holds the
+# whole 4-layer sliding-window network (its own residuals and pre-norms), blocks of W=64, S=64 states in layer 3.
+_BRT = {"depth": 4, "n_heads": 4, "window": 64, "n_states": 64, "recurrent_layers": [2], "gate": "fixed",
+        "config": "skip"}
+# the conformance suite's size; windows 2, 4, 3 put its chunk cut (t=3) inside a block and on a block boundary
+_BRT_SMALL = {"depth": 2, "n_heads": 2, "n_states": 4, "d_ff": 16}
+_BRT_PAPER = "Hutchins et al. 2022 (arXiv 2203.07852)"
+register_model("brt", SequenceModel, layer="block_recurrent", d_model=128, n_layers=1, final_norm=True, d_input=1,
+               d_output=1, layer_kwargs=_BRT, paper=_BRT_PAPER, tags=("attention", "recurrent-memory"),
+               description="Block-Recurrent Transformer Rec:fixed:skip: sliding-window Transformer-XL (W=64), "
+                           "64 recurrent states in layer 3 of 4, fixed gate",
+               conformance={"n_layers": 1, "layer_kwargs": {**_BRT_SMALL, "window": 2, "recurrent_layers": [1]}})
+register_model("brt_lstm_gate", SequenceModel, layer="block_recurrent", d_model=128, n_layers=1, final_norm=True,
+               d_input=1, d_output=1, layer_kwargs={**_BRT, "gate": "lstm"}, paper=_BRT_PAPER,
+               tags=("attention", "recurrent-memory"),
+               description="Block-Recurrent Transformer Rec:lstm:skip (the LSTM-gate ablation of brt)",
+               conformance={"n_layers": 1, "layer_kwargs": {**_BRT_SMALL, "window": 4, "recurrent_layers": [0]}})
+register_model("slide_xl", SequenceModel, layer="block_recurrent", d_model=128, n_layers=1, final_norm=True,
+               d_input=1, d_output=1, layer_kwargs={**_BRT, "recurrent_layers": []}, paper=_BRT_PAPER,
+               tags=("attention",),
+               description="sliding-window Transformer-XL baseline of brt (Slide; XL:W when trained with bptt=W): "
+                           "4 layers, blocks of W=64, no recurrence",
+               conformance={"n_layers": 1, "layer_kwargs": {**_BRT_SMALL, "window": 3, "recurrent_layers": []}})

@@ -16,6 +16,7 @@ from seqzoo.tasks import mnist as _mnist  # noqa: F401
 from seqzoo.tasks import music as _music  # noqa: F401
 from seqzoo.tasks import parenthesis as _parenthesis  # noqa: F401
 from seqzoo.tasks import translation as _translation  # noqa: F401
+from seqzoo.tasks import title_recall as _title_recall  # noqa: F401
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset
 from seqzoo.tasks.registry import TASKS, create_task, list_tasks, register_task, task_info
 

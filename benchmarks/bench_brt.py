@@ -1,0 +1,92 @@
+"""Training throughput of the Block-Recurrent Transformer: ``brt`` (Rec:fixed:skip) and ``slide_xl`` (its sliding-window
+baseline) against the existing ``transformer`` preset (full causal attention, rotary) at equal width and depth.
+
+One process, the three models built side by side; every round times one forward+backward (token-level cross-entropy,
+the same input) of each model in turn, so load on the machine hits all three alike; the ratios are per round and the
+table gives their median and range over the rounds, with tokens/s (median) of each model.
+
+    PYTHONPATH=src python benchmarks/bench_brt.py                       # d=128, 4 layers, L=512, batch 8, 5 rounds
+    PYTHONPATH=src python benchmarks/bench_brt.py --length 2048 --threads 2 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def build(name: str, d: int, depth: int, heads: int, window: int, states: int, vocab: int):
+    import seqzoo
+
+    kw = {"d_model": d, "vocab_size": vocab, "d_input": None, "d_output": vocab}
+    if name == "transformer":
+        return seqzoo.create_model(name, n_layers=depth, layer_kwargs={"n_heads": heads}, **kw)
+    rec = [] if name == "slide_xl" else [min(2, depth - 1)]
+    return seqzoo.create_model(name, layer_kwargs={"depth": depth, "n_heads": heads, "window": window,
+                                                   "n_states": states, "recurrent_layers": rec}, **kw)
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--states", type=int, default=64)
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    vocab = 64
+    names = ("transformer", "slide_xl", "brt")
+    models = {n: build(n, args.d_model, args.depth, args.heads, args.window, args.states, vocab).train()
+              for n in names}
+    x = torch.randint(0, vocab, (args.batch, args.length))
+    y = torch.randint(0, vocab, (args.batch, args.length))
+
+    def once(model) -> float:
+        t0 = time.perf_counter()
+        nll, _ = model(x, targets=y)
+        nll.mean().backward()
+        dt = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+        return dt
+
+    for m in models.values():  # warm-up
+        once(m)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for n in names:
+            times[n].append(once(models[n]))
+    tokens = args.batch * args.length
+    rows = {}
+    for n in names:
+        ratios = [t / a for t, a in zip(times[n], times["transformer"])]
+        vs_slide = [t / s for t, s in zip(times[n], times["slide_xl"])]
+        rows[n] = {"params": sum(p.numel() for p in models[n].parameters()),
+                   "tokens_per_s": tokens / statistics.median(times[n]),
+                   "time_vs_transformer": statistics.median(ratios), "range_vs_transformer": [min(ratios), max(ratios)],
+                   "time_vs_slide": statistics.median(vs_slide), "range_vs_slide": [min(vs_slide), max(vs_slide)]}
+    print(f"fwd+bwd, d={args.d_model}, {args.depth} layers, {args.heads} heads, L={args.length}, batch {args.batch}, "
+          f"W={args.window}, S={args.states}, {args.threads} thread(s), {args.rounds} rounds (median [min, max])")
+    print(f"{'model':<12} {'params':>8} {'tokens/s':>9}  {'time / transformer':>24}  {'time / slide_xl':>22}")
+    for n, r in rows.items():
+        lo, hi = r["range_vs_transformer"]
+        slo, shi = r["range_vs_slide"]
+        print(f"{n:<12} {r['params']:>8} {r['tokens_per_s']:>9.0f}  {r['time_vs_transformer']:>6.2f} "
+              f"[{lo:.2f}, {hi:.2f}]         {r['time_vs_slide']:>6.2f} [{slo:.2f}, {shi:.2f}]")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Card ``brt``: grid shape, claim predicates on fabricated results, the step-time measurement, a tiny reproduce."""
+
+from __future__ import annotations
+
+from seqzoo.experiments import testing
+from seqzoo.experiments.card import Entry, EntryResult, Results, Stat
+from seqzoo.experiments.cards import brt
+from seqzoo.experiments.registry import get_experiment
+
+
+def _results(recall: dict[str, list[float]], filler: dict[str, list[float]], lm: dict[str, list[float]],
+             timing: dict[str, list[float]] | None = None) -> Results:
+    out = []
+    for arch in brt.ARCHS:
+        if arch in recall:
+            metrics = {"test": {"recall_bpc": Stat.of(recall[arch]), "filler_bpc": Stat.of(filler[arch])}}
+            if timing and arch in timing:
+                metrics["derived"] = {"time_vs_slide": Stat.of(timing[arch])}
+            out.append(EntryResult(Entry(brt.PRESETS[arch], "title-recall", labels={"arch": arch, "task": "recall"}),
+                                   metrics, seeds=[0, 1, 2]))
+        if arch in lm:
+            out.append(EntryResult(Entry(brt.PRESETS[arch], "lm", labels={"arch": arch, "task": "lm"}),
+                                   {"test": {"bpc": Stat.of(lm[arch])}}, seeds=[0, 1, 2]))
+    return Results(out, "recall_bpc", "test")
+
+
+GOOD = _results({"slide": [4.7, 4.8, 4.75], "brt": [2.0, 2.5, 3.0], "brt_lstm": [3.0, 3.2, 3.4]},
+                {"slide": [1.00, 1.01, 1.02], "brt": [1.02, 1.03, 1.0], "brt_lstm": [1.0, 1.0, 1.0]},
+                {"slide": [2.6, 2.6, 2.6], "brt": [2.5, 2.5, 2.5], "brt_lstm": [2.55, 2.56, 2.6]},
+                {"brt": [1.1, 1.2, 1.15], "brt_lstm": [1.2, 1.2, 1.2]})
+
+
+def test_grid_shape() -> None:
+    small = get_experiment("brt").entries("small")
+    assert sorted((e.labels["task"], e.labels["arch"]) for e in small) == sorted(
+        (t, a) for t in ("recall", "lm") for a in brt.ARCHS)
+    for e in small:
+        lk = e.model_args["layer_kwargs"]
+        assert lk["recurrent_layers"] == ([] if e.labels["arch"] == "slide" else [lk["depth"] // 2])
+        assert e.model == brt.PRESETS[e.labels["arch"]]
+        if e.labels["task"] == "recall":  # the task's window is the model's block size
+            assert e.task_args["window"] == lk["window"]
+
+
+def test_claims_hold_on_good_results() -> None:
+    testing.assert_verdicts("brt", GOOD, {"recall_beyond_window": True, "filler_similar": True, "step_time": True,
+                                          "lstm_gate_not_better": True})
+
+
+def test_claims_fail_on_bad_results() -> None:
+    bad = _results({"slide": [4.7, 4.7, 4.7], "brt": [4.0, 4.0, 3.9], "brt_lstm": [3.0, 3.0, 3.0]},
+                   {"slide": [1.0, 1.0, 1.0], "brt": [1.1, 1.1, 1.1], "brt_lstm": [1.0, 1.0, 1.0]},
+                   {"slide": [2.6, 2.6, 2.6], "brt": [2.5, 2.5, 2.5], "brt_lstm": [2.4, 2.4, 2.4]},
+                   {"brt": [1.4, 1.35, 1.32]})
+    testing.assert_verdicts("brt", bad, {"recall_beyond_window": False, "filler_similar": False, "step_time": False,
+                                         "lstm_gate_not_better": False})
+    # exactly one bit below Slide holds
+    edge = _results({"slide": [4.7], "brt": [3.7], "brt_lstm": [4.0]}, {"slide": [1.0], "brt": [1.049],
+                                                                         "brt_lstm": [1.0]}, {})
+    assert testing.claim("brt", "recall_beyond_window").evaluate(edge).held is True
+    assert testing.claim("brt", "filler_similar").evaluate(edge).held is True
+    assert testing.claim("brt", "lstm_gate_not_better").evaluate(edge).held is None  # no LM results: undecided
+
+
+def test_time_vs_slide_is_a_positive_ratio() -> None:
+    entry = next(e for e in get_experiment("brt").entries("tiny") if e.labels == {"arch": "brt", "task": "recall"})
+    ratio = brt.time_vs_slide(entry, batch_size=2, seq_len=16, rounds=1)
+    assert 0.0 < ratio < 100.0
+
+
+def test_tiny_reproduce(tmp_path) -> None:
+    report = testing.run_tiny("brt", tmp_path, workers=1)
+    derived = report.results.find(arch="brt", task="recall").metrics["derived"]
+    assert derived["time_vs_slide"].mean > 0
+    assert any(p.name == brt.TIMING_FILE for p in tmp_path.rglob("*"))
