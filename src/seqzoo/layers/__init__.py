@@ -14,6 +14,7 @@ from seqzoo.layers.cdil import CircularDilatedConvNet, build_cdil
 from seqzoo.layers.cells import CELLS, ElmanCell, GRUCell, LSTMCell, RecurrentCell
 from seqzoo.layers.conv_arma import ConvARMA, ConvARMACell, build_conv_arma
 from seqzoo.layers.gcnn import GatedConvNet, build_gcnn
+from seqzoo.layers.memory import MemN2N
 from seqzoo.layers.native import NATIVE_KINDS, NativeRecurrent
 from seqzoo.layers.norms import make_recurrent_norm, register_recurrent_norm
 from seqzoo.layers.protocol import SequenceLayer
@@ -70,6 +71,7 @@ __all__ = [
     "CausalSelfAttention",
     "CircularDilatedConvNet",
     "LAYERS",
+    "MemN2N",
     "ElmanCell",
     "GatedConvNet",
     "GRUCell",

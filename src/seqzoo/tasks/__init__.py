@@ -2,6 +2,7 @@
 
 from seqzoo.tasks import adding as _adding  # noqa: F401
 from seqzoo.tasks import arma_sim as _arma_sim  # noqa: F401
+from seqzoo.tasks import babi as _babi  # noqa: F401
 from seqzoo.tasks import cfl as _cfl  # noqa: F401
 from seqzoo.tasks import copy as _copy  # noqa: F401
 from seqzoo.tasks import denoise as _denoise  # noqa: F401
