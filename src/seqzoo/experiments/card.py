@@ -149,6 +149,23 @@ class Plot:
 
 
 @dataclass
+class Table:
+    """A Markdown table of a card computed from its results (``render(results) -> markdown lines``), e.g. per-task
+    numbers beside the paper's column; ``reproduce`` prints it after the claims and the summary page shows it."""
+
+    name: str
+    render: Callable[[Results], str]
+    caption: str = ""
+
+    def text(self, results: Results) -> str:
+        """The rendered table, or one line saying why the results cannot fill it."""
+        try:
+            return self.render(results)
+        except MissingResult as exc:
+            return f"(table {self.name!r} cannot be filled: {exc})"
+
+
+@dataclass
 class ExperimentCard:
     """Everything needed to re-run a paper's comparison and judge its claims."""
 
@@ -165,6 +182,7 @@ class ExperimentCard:
     # Numbers read from a finished run's directory (its learning curve in metrics.jsonl, its saved model ...):
     # ``derive(entry, run_dir) -> {name: value}``, aggregated over seeds like metrics, under split ``"derived"``.
     derive: Callable[[Entry, Path], dict[str, float]] | None = None
+    tables: list[Table] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scales if s not in SCALES]

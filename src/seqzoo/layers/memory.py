@@ -107,7 +107,7 @@ class MemN2N(nn.Module):
 
     def __init__(self, vocab_size: int, d_output: int | None = None, *, d_model: int = 20, hops: int = 3,
                  encoding: str = "pe", temporal: bool = True, random_noise: float = 0.1, linear_start: bool = True,
-                 linear_start_patience: int = 2, tying: str = "adjacent", memory_size: int = 50,
+                 linear_start_patience: int = 1, tying: str = "adjacent", memory_size: int = 50,
                  init_std: float = 0.1) -> None:
         super().__init__()
         if vocab_size < 2 or d_model < 1 or memory_size < 1:
