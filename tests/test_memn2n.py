@@ -12,7 +12,7 @@ import torch
 
 import seqzoo
 from seqzoo.errors import ConfigError
-from seqzoo.layers.memory import MemN2N, position_encoding, random_time_slots
+from seqzoo.layers.memory import MemN2N, encode_reference, position_encoding, random_time_slots
 from seqzoo.training.hooks import PlateauSwitchHook, module_hooks, plateaued
 
 
@@ -40,15 +40,19 @@ def test_position_encoding_matches_the_paper_formula_for_j3_d4() -> None:
 
 
 def test_encoding_is_the_weighted_sum_of_word_rows() -> None:
-    model = small()
-    ids = torch.tensor([[3, 4, 5, 0], [7, 0, 0, 0]])
-    table = model._with_nil(model.tables[0])
-    rows = torch.nn.functional.embedding(ids, table)
-    pe = (rows * position_encoding(ids.ne(0), 4, torch.float64)).sum(-2)
-    torch.testing.assert_close(model._encode(ids, table), pe)
-    bow = small(encoding="bow")
-    table = bow._with_nil(bow.tables[0])
-    torch.testing.assert_close(bow._encode(ids, table), torch.nn.functional.embedding(ids, table).sum(-2))
+    """The embedding-bag encoding equals the reference twin (gathered rows x the PE formula, summed), for one table
+    and for tables side by side with temporal rows."""
+    ids = torch.tensor([[3, 4, 5, 0], [7, 0, 0, 0], [0, 0, 0, 0]])
+    time = torch.tensor([9, 10, 11])
+    for encoding in ("pe", "bow"):
+        model = small(encoding=encoding)
+        table = model._with_nil(model.tables[0])
+        rows = torch.nn.functional.embedding(ids, table)
+        weights = position_encoding(ids.ne(0), 4, torch.float64) if encoding == "pe" else 1.0
+        torch.testing.assert_close(model._encode(ids, table), (rows * weights).sum(-2))
+        joined = torch.cat([model._with_nil(t) for t in model.tables], 1)
+        torch.testing.assert_close(model._encode(ids, joined, time),
+                                   encode_reference(ids, joined, 4, encoding, time))
 
 
 def test_adjacent_tying_shares_tables_between_hops() -> None:

@@ -82,6 +82,17 @@ def random_time_slots(n_real: Tensor, n_slots: int, memory_size: int, noise: flo
     return picked.clamp(max=memory_size - 1)
 
 
+def encode_reference(ids: Tensor, weight: Tensor, d: int, encoding: str, time: Tensor | None = None) -> Tensor:
+    """The slow twin of ``MemN2N._encode``: gather every word's rows, weight them (PE: ``position_encoding`` per
+    table), sum over the words, add the temporal rows. Straight from the paper's formula; used by the tests and
+    as the anchor of ``benchmarks/bench_memn2n.py``."""
+    emb = F.embedding(ids, weight)  # (..., J, width)
+    if encoding == "pe":
+        emb = emb * position_encoding(ids.ne(0), d, weight.dtype).repeat(*([1] * ids.dim()), weight.shape[1] // d)
+    out = emb.sum(-2)
+    return out if time is None else out + F.embedding(time, weight)
+
+
 class MemN2N(nn.Module):
     """End-to-end memory network: K attention hops over sentence memories, one-word answers (module docstring).
 
