@@ -17,6 +17,8 @@ Modules inside the model take part without a hook object:
 * ``module.param_settings(config) -> {parameter name: {"lr_scale": ..., "weight_decay": ...}} | None``:
   optimizer settings for the module's own parameters (e.g. S5's separate SSM learning rate ``ssm_lr``);
   ``optimizer_param_groups`` turns them into parameter groups.
+* ``module.awaits_plateau`` / ``module.switch_on_plateau()``: a phase that ends when the validation loss stops
+  falling (MemN2N's linear start); the trainer adds a ``PlateauSwitchHook`` for it (``module_hooks``).
 
 Hooks run on every rank under data parallelism; they must not draw from the global RNG unless they re-seed it
 from the step (``derive_seed``), or resumed runs stop being bit-identical.
