@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import seqzoo
 from seqzoo.layers.memory import MemN2N, encode_reference
+from seqzoo.tasks import create_task
 
 
 class ReferenceMemN2N(MemN2N):
@@ -40,7 +40,7 @@ class ReferenceMemN2N(MemN2N):
 
 def batches(n: int, size: int) -> list[dict[str, torch.Tensor]]:
     try:
-        task = seqzoo.create_task("babi", tasks="all")
+        task = create_task("babi", tasks="all")
         return [task.train_batch(i, size) for i in range(n)]
     except FileNotFoundError:
         gen = torch.Generator().manual_seed(0)
