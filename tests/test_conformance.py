@@ -6,6 +6,12 @@ preset's own ``conformance`` overrides from its registry entry; it is run with f
 ``vocab_size``, with token input. Numerics are compared in float64. Checks that depend on a capability run only
 when the model's flags say it has it (``is_causal``, ``supports_step``, ``step_exact_in_train``, per-step decoder;
 ``fixed_length`` models such as the feed-forward image classifiers take no padded or shorter inputs).
+
+Question-answering models over a set of memories (``model_kind = "qa"``, e.g. MemN2N: ``model(inputs=question
+(B, Jq), story=(B, M, J))`` -> ``(logits (B, d_output), ())``) have no time axis, so the per-step checks do not
+apply; the QA section at the end checks them instead: every parameter gets a gradient, empty memory slots and
+padding words change nothing, a row's answer does not depend on the other rows of its batch, and save -> load
+round-trips.
 """
 
 from __future__ import annotations
@@ -36,9 +42,15 @@ def _kinds(name: str) -> list[str]:
     return kinds or ["preset"]
 
 
+def model_kind(name: str) -> str:
+    """``"qa"`` for question-answering models over a set of memories (``model_kind`` on the builder), else
+    ``"sequence"`` (the layer protocol's sequence models, checked by the tests above the QA section)."""
+    return getattr(MODELS.get(name).builder, "model_kind", "sequence")
+
+
 # seq2seq presets read two sequences; tests/test_seq2seq_conformance.py runs the checks that apply to them
 CASES = [pytest.param(name, kind, id=f"{name}-{kind}") for name in seqzoo.list_models() for kind in _kinds(name)
-         if "seq2seq" not in MODELS.get(name).tags]
+         if model_kind(name) == "sequence" and "seq2seq" not in MODELS.get(name).tags]
 
 
 def small_kwargs(name: str, kind: str, **extra: Any) -> dict[str, Any]:
@@ -257,3 +269,105 @@ def test_save_load_round_trip(name: str, kind: str, gen: torch.Generator, tmp_pa
         assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=0, atol=0)
+
+
+# ----- question-answering models over a set of memories (model_kind "qa") ------------------------------------------
+
+QA_CASES = [pytest.param(name, id=name) for name in seqzoo.list_models() if model_kind(name) == "qa"]
+QA_B, QA_M, QA_J, QA_JQ = 4, 5, 4, 3
+
+
+def build_qa(name: str) -> torch.nn.Module:
+    """The preset at its ``conformance`` sizes (vocab_size, memory_size, width), in float64."""
+    torch.manual_seed(0)
+    return seqzoo.create_model(name, **MODELS.get(name).conformance).to(torch.float64)
+
+
+def qa_inputs(model: torch.nn.Module, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A question batch and stories with a different number of real memories and words per row (right padding)."""
+    vocab = model.seqzoo_config["vocab_size"]
+    story = torch.randint(1, vocab, (QA_B, QA_M, QA_J), generator=gen)
+    n_mem, n_words = torch.tensor([QA_M, 3, 1, 2]), torch.tensor([QA_J, 2, 1, 3])
+    story = story * (torch.arange(QA_M) < n_mem[:, None])[:, :, None]
+    story = story * (torch.arange(QA_J) < n_words[:, None])[:, None, :]
+    question = torch.randint(1, vocab, (QA_B, QA_JQ), generator=gen)
+    question[1:, -1] = 0
+    return question, story
+
+
+@pytest.mark.parametrize("name", QA_CASES)
+def test_qa_every_parameter_gets_a_gradient(name: str, gen: torch.Generator) -> None:
+    model = build_qa(name).train()
+    for phase in ("initial", "switched"):
+        if phase == "switched" and not callable(getattr(model, "switch_on_plateau", None)):
+            continue
+        if phase == "switched":
+            model.switch_on_plateau()
+        model.zero_grad()
+        question, story = qa_inputs(model, gen)
+        out, state = model(question, story)
+        assert tuple(out.shape) == (QA_B, model.seqzoo_config.get("d_output") or out.shape[-1]) and state == ()
+        assert torch.isfinite(out).all()
+        (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum().backward()
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        missing = [n for n, p in params if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+        assert not missing, f"{phase}: parameters without a (nonzero) gradient: {missing}"
+
+
+@pytest.mark.parametrize("name", QA_CASES)
+def test_qa_empty_memory_slots_and_padding_change_nothing(name: str, gen: torch.Generator) -> None:
+    """Extra all-nil memory slots and extra nil columns (in the story and the question) leave every answer as it
+    was, in both phases of a linear start."""
+    model = build_qa(name).eval()
+    question, story = qa_inputs(model, gen)
+    padded_story = torch.nn.functional.pad(story[:, :-1], (0, 2, 0, 0))  # one slot fewer, two more word columns
+    padded_story = torch.cat([padded_story, torch.zeros(QA_B, 1 + 0, QA_J + 2, dtype=story.dtype)], 1)
+    assert padded_story.shape[1] == QA_M
+    cut = story[:, :QA_M - 1]
+    padded_question = torch.nn.functional.pad(question, (0, 3))
+    phases = ["initial"] + (["switched"] if callable(getattr(model, "switch_on_plateau", None)) else [])
+    for phase in phases:
+        if phase == "switched":
+            model.switch_on_plateau()
+        with torch.no_grad():
+            ref, _ = model(question, cut)
+            got, _ = model(padded_question, padded_story)
+            fewer, _ = model(question, cut[:, :3])  # rows 1-3 hold at most 3 real memories
+        torch.testing.assert_close(got, ref, **TOL, msg=lambda m, p=phase: f"{p}: {m}")
+        torch.testing.assert_close(fewer[1:], ref[1:], **TOL, msg=lambda m, p=phase: f"{p}, fewer slots: {m}")
+        assert not torch.allclose(ref[0], ref[1]), "answers ignore the inputs"
+
+
+@pytest.mark.parametrize("name", QA_CASES)
+def test_qa_rows_do_not_depend_on_the_batch(name: str, gen: torch.Generator) -> None:
+    model = build_qa(name).eval()
+    question, story = qa_inputs(model, gen)
+    with torch.no_grad():
+        full, _ = model(question, story)
+        for i in range(QA_B):
+            alone, _ = model(question[i: i + 1], story[i: i + 1])
+            torch.testing.assert_close(alone[0], full[i], **TOL, msg=lambda m, i=i: f"row {i}: {m}")
+        flipped, _ = model(question.flip(0), story.flip(0))
+    torch.testing.assert_close(flipped.flip(0), full, **TOL)
+
+
+@pytest.mark.parametrize("name", QA_CASES)
+def test_qa_save_load_round_trip(name: str, gen: torch.Generator, tmp_path) -> None:
+    model = build_qa(name)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    if callable(getattr(model, "switch_on_plateau", None)):
+        model.switch_on_plateau()  # the phase is part of what is saved
+    model.eval()
+    question, story = qa_inputs(model, gen)
+    seqzoo.save_model(model, tmp_path)
+    loaded = seqzoo.load_model(tmp_path).eval()
+    assert type(loaded) is type(model) and loaded.seqzoo_name == name
+    assert loaded.seqzoo_config == model.seqzoo_config
+    want, got = model.state_dict(), loaded.state_dict()
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(question, story)[0], model(question, story)[0], rtol=0, atol=0)

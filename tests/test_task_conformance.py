@@ -67,6 +67,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "ucr": {"dataset": "ItalyPowerDemand"},
     "translation": {"n_train": 300, "spm_vocab": 300},
     "title-recall": {"seq_len": 48, "title_len": 3, "period": 12, "jitter": 2, "window": 4, "n_valid": 8, "n_test": 8},
+    "babi": {"tasks": 1},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).
@@ -93,6 +94,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "music": [({"max_len": 0}, "max_len")],
     "ucr": [({"valid_fraction": 1.0}, "valid_fraction")],
     "title-recall": [({"jitter": 20, "period": 20}, "jitter"), ({"window": 0}, "window")],
+    "babi": [({"tasks": 21}, "tasks"), ({"tasks": "2,x"}, "tasks"), ({"valid_fraction": 1.0}, "valid_fraction")],
 }
 EVAL_KEYS = (("valid", 0), ("test", 0), ("test", 1))
 NAMES = list_tasks()
@@ -184,7 +186,7 @@ def first_rows(task: Task, split: str, n: int = 8) -> dict[str, torch.Tensor]:
 
 def output_shape(task: Task, batch: dict[str, torch.Tensor]) -> tuple[int, ...]:
     x = batch["inputs"]
-    if task.spec.output_kind == "per_sequence":
+    if task.spec.output_kind in ("per_sequence", "qa"):  # qa: one answer per question
         return (x.shape[0], task.spec.d_output)
     if task.spec.output_kind == "seq2seq":  # one output per target position (decoder input ``prev``)
         return (*batch["targets"].shape, task.spec.d_output)
@@ -277,7 +279,7 @@ def check_batch(task: Task, batch: dict[str, torch.Tensor], where: str, *, train
         assert v.dim() == 0 or v.shape[0] == B, f"{where}: {key!r} has {v.shape[0]} rows, inputs have {B}"
     # targets
     out_shape = output_shape(task, batch)
-    if spec.output_kind == "per_sequence":
+    if spec.output_kind in ("per_sequence", "qa"):
         assert y.shape[0] == B
     else:
         assert tuple(y.shape[:2]) == (B, L), f"{where}: per-step targets {tuple(y.shape)} do not align with inputs"

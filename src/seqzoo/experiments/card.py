@@ -170,6 +170,23 @@ class Plot:
 
 
 @dataclass
+class Table:
+    """A Markdown table of a card computed from its results (``render(results) -> markdown lines``), e.g. per-task
+    numbers beside the paper's column; ``reproduce`` prints it after the claims and the summary page shows it."""
+
+    name: str
+    render: Callable[[Results], str]
+    caption: str = ""
+
+    def text(self, results: Results) -> str:
+        """The rendered table, or one line saying why the results cannot fill it."""
+        try:
+            return self.render(results)
+        except MissingResult as exc:
+            return f"(table {self.name!r} cannot be filled: {exc})"
+
+
+@dataclass
 class ExperimentCard:
     """Everything needed to re-run a paper's comparison and judge its claims."""
 
@@ -189,6 +206,7 @@ class ExperimentCard:
     # Why a claim was NOT HELD in a committed result (``docs/results/<card>-<scale>.md``), by claim name;
     # ``seqzoo report --pages`` puts it in the scoreboard's cause column.
     causes: dict[str, Cause] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scales if s not in SCALES]

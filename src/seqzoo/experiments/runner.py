@@ -322,6 +322,9 @@ class Report:
             if key.startswith("plot:"):
                 rel = os.path.relpath(path, base)
                 lines += [f"![{key[5:]}]({rel})", ""]
+        for table in self.card.tables:
+            lines += [f"{heading}# {table.name}", ""] + ([table.caption, ""] if table.caption else []) \
+                + [table.text(self.results), ""]
         lines += [f"{heading}# Results ({self.card.split} {self.card.metric}, mean ± std over seeds)", "",
                   f"| entry | model | model args | task args | n | {self.card.metric} |",
                   "|---|---|---|---|---|---|"]
@@ -427,6 +430,8 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
                     wall_time=time.perf_counter() - t0)
     write_outputs(report, report.out_dir)
     say(report.format_claims())
+    for table in card.tables:
+        say(f"{table.name}:\n{table.text(results)}")
     if failures:
         say(f"{len(failures)} run(s) failed; the claims above use the runs that finished:")
         for f in failures[:20]:

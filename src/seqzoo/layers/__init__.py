@@ -17,6 +17,7 @@ from seqzoo.layers.conv_arma import ConvARMA, ConvARMACell, build_conv_arma
 from seqzoo.layers.deq import DEQ, VariationalDropout
 from seqzoo.layers.deq_transformer import DEQTransformer, TiedTransformer, build_deq_transformer, build_tied_transformer
 from seqzoo.layers.gcnn import GatedConvNet, build_gcnn
+from seqzoo.layers.memory import MemN2N
 from seqzoo.layers.native import NATIVE_KINDS, NativeRecurrent
 from seqzoo.layers.norms import make_recurrent_norm, register_recurrent_norm
 from seqzoo.layers.protocol import SequenceLayer
@@ -82,6 +83,7 @@ __all__ = [
     "CausalSelfAttention",
     "CircularDilatedConvNet",
     "LAYERS",
+    "MemN2N",
     "ElmanCell",
     "GatedConvNet",
     "GRUCell",

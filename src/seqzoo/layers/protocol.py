@@ -4,6 +4,18 @@
 ``y_t, state = layer.step(x_t, state)`` for one time step where ``supports_step`` is True.
 States are tuples of tensors (possibly empty) so they can be carried across chunks,
 saved and compared without knowing the layer.
+
+Models that read a *set* rather than a sequence (question answering over memories, e.g. MemN2N in
+``layers/memory.py``) are a second kind with a smaller protocol, marked ``model_kind = "qa"``:
+
+* ``logits, state = model(inputs, story)``: ``inputs (B, Jq)`` the question's word ids, ``story (B, M, J)`` the
+  memories (word-id rows, slot 0 = the most recent; all-zero rows = empty slots; id 0 = the nil word), ``logits
+  (B, d_output)``; ``state`` is ``()`` (nothing carried). ``input_names = ("inputs", "story")`` tells the trainer
+  which batch keys to pass (tasks with ``output_kind = "qa"``, such as ``babi``, provide them).
+* ``is_causal = False`` and ``supports_step = False``: there is no time axis, so step, chunking and look-ahead do
+  not apply. What must hold instead (tests/test_conformance.py, QA section): every parameter gets a gradient,
+  empty memory slots and padding words change no answer, a row's answer does not depend on the rest of its
+  batch, and save -> load round-trips.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from seqzoo.layers.memory import MemN2N
 from seqzoo.models.registry import register_model
 from seqzoo.models.sequence_model import SequenceModel
 
@@ -194,3 +195,15 @@ register_model("slide_xl", SequenceModel, layer="block_recurrent", d_model=128, 
                description="sliding-window Transformer-XL baseline of brt (Slide; XL:W when trained with bptt=W): "
                            "4 layers, blocks of W=64, no recurrence",
                conformance={"n_layers": 1, "layer_kwargs": {**_BRT_SMALL, "window": 3, "recurrent_layers": []}})
+# End-to-end memory networks (Sukhbaatar et al. 2015; spec §2): a question-answering model (model_kind "qa") over a
+# story of sentence memories, not a stack of sequence layers; vocab_size and memory_size come from the task (babi).
+_MEMN2N = dict(d_model=20, hops=3, temporal=True, random_noise=0.1, linear_start=True, tying="adjacent")
+_MEMN2N_TINY = {"vocab_size": 11, "d_model": 6, "memory_size": 6}  # the conformance suite's size
+register_model("memn2n", MemN2N, encoding="pe", description="MemN2N: 3 hops, position encoding, temporal encoding, "
+               "linear start, random noise, adjacent tying (the paper's PE LS RN)",
+               paper="Sukhbaatar, Szlam, Weston & Fergus 2015 (arXiv 1503.08895)", tags=("memory", "qa"),
+               conformance=_MEMN2N_TINY, **_MEMN2N)
+register_model("memn2n_bow", MemN2N, encoding="bow", description="MemN2N with bag-of-words sentences (otherwise "
+               "as memn2n: 3 hops, TE, LS, RN, adjacent tying)",
+               paper="Sukhbaatar, Szlam, Weston & Fergus 2015 (arXiv 1503.08895)", tags=("memory", "qa"),
+               conformance=_MEMN2N_TINY, **_MEMN2N)

@@ -69,6 +69,8 @@ class TaskSpec:
         else:
             kw["d_input"] = self.d_input
             kw["vocab_size"] = None
+        if self.output_kind == "qa" and "memory_size" in self.extra:  # a QA model sizes its memory from the task
+            kw["memory_size"] = self.extra["memory_size"]
         return kw
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ Modules inside the model take part without a hook object:
 * ``module.param_settings(config) -> {parameter name: {"lr_scale": ..., "weight_decay": ...}} | None``:
   optimizer settings for the module's own parameters (e.g. S5's separate SSM learning rate ``ssm_lr``);
   ``optimizer_param_groups`` turns them into parameter groups.
+* ``module.awaits_plateau`` / ``module.switch_on_plateau()``: a phase that ends when the validation loss stops
+  falling (MemN2N's linear start); the trainer adds a ``PlateauSwitchHook`` for it (``module_hooks``).
 
 Hooks run on every rank under data parallelism; they must not draw from the global RNG unless they re-seed it
 from the step (``derive_seed``), or resumed runs stop being bit-identical.
@@ -99,3 +101,45 @@ def optimizer_param_groups(model: nn.Module, config: Any) -> list:
     for g in ordered:
         g["lr"] = float(config.lr) * g["lr_scale"]
     return ordered
+
+
+class PlateauSwitchHook(TrainHook):
+    """Calls ``switch_on_plateau()`` on the modules that wait for the validation loss to stop falling.
+
+    A module takes part by having ``awaits_plateau`` (True while it waits) and ``switch_on_plateau()``, and
+    optionally ``plateau_patience`` (evaluations without a new lowest loss that count as a plateau; default 1).
+    MemN2N's linear start is one: its hops drop the softmax until the plateau. The watched value is the task's loss
+    metric (``spec.loss``, e.g. ``cross_entropy``) on the evaluation split, read from the loop's evaluation history,
+    so the decision is a function of the checkpointed history and the module's own (saved) phase: a resumed run
+    switches at the same step. The trainer adds this hook by itself when the model has such a module
+    (``module_hooks``); it checks after every optimizer step, so the switch lands on the step after the evaluation
+    that showed the plateau.
+    """
+
+    def after_step(self, trainer: Trainer, model: nn.Module) -> None:
+        waiting = [m for m in model.modules() if getattr(m, "awaits_plateau", False)]
+        if not waiting:
+            return
+        spec = trainer.task.spec
+        metric = spec.loss if spec.loss in spec.metrics else spec.primary_metric
+        values = [row[metric] for row in trainer.state.history if metric in row]
+        for module in waiting:
+            if plateaued(values, int(getattr(module, "plateau_patience", 1))):
+                module.switch_on_plateau()
+
+
+def plateaued(values: list[float], patience: int) -> bool:
+    """True when none of the last ``patience`` values is below the lowest value before them (a loss stopped
+    falling); False while there are not more than ``patience`` values."""
+    if len(values) <= patience:
+        return False
+    return min(values[-patience:]) >= min(values[:-patience])
+
+
+def module_hooks(model: nn.Module, given: list[TrainHook]) -> list[TrainHook]:
+    """The hooks the model's own modules need and ``given`` lacks: a ``PlateauSwitchHook`` when a module has
+    ``switch_on_plateau``."""
+    wants = any(callable(getattr(m, "switch_on_plateau", None)) for m in model.modules())
+    if wants and not any(isinstance(h, PlateauSwitchHook) for h in given):
+        return [PlateauSwitchHook()]
+    return []

@@ -70,7 +70,7 @@ from seqzoo.training.evaluation import (
     score_batch,
     to_device,
 )
-from seqzoo.training.hooks import TrainHook, module_metrics
+from seqzoo.training.hooks import TrainHook, module_hooks, module_metrics
 from seqzoo.training.index import RunIndex
 from seqzoo.training.progress import Progress
 from seqzoo.training.quantization import quantization_hooks
@@ -435,6 +435,7 @@ class Trainer:
         self.state = LoopState()
         self.carry = CarriedState(carries_state(model))
         self.status, self.message = "finished", ""
+        self.hooks = [*self.hooks, *module_hooks(model, self.hooks)]  # e.g. MemN2N's linear start
         ckpt = load_checkpoint(self.run_dir) if self.resume else None
         if ckpt is not None:
             model.load_state_dict(ckpt.model, strict=True)
