@@ -65,6 +65,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "spoken-digits": {"downsample": 8, "max_len": 800},
     "music": {"dataset": "jsb", "max_len": 16},
     "ucr": {"dataset": "ItalyPowerDemand"},
+    "bit_delay": {"delay": 3, "n_scored": 5, "n_train": 40, "n_valid": 16, "n_test": 16},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).
@@ -90,6 +91,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "spoken-digits": [({"downsample": 0}, "downsample"), ({"max_len": 0}, "max_len")],
     "music": [({"max_len": 0}, "max_len")],
     "ucr": [({"valid_fraction": 1.0}, "valid_fraction")],
+    "bit_delay": [({"delay": 0}, "delay"), ({"n_scored": 0}, "n_scored")],
 }
 EVAL_KEYS = (("valid", 0), ("test", 0), ("test", 1))
 NAMES = list_tasks()

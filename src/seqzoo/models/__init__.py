@@ -2,6 +2,7 @@
 
 from seqzoo.models import feedforward as _feedforward  # noqa: F401  (mlp, cnn presets)
 from seqzoo.models import presets as _presets  # noqa: F401  (registers the built-ins)
+from seqzoo.models import target_space as _target_space  # noqa: F401  (ts_mlp, ws_mlp, ts_rnn, ws_rnn presets)
 from seqzoo.models.registry import MODELS, create_model, list_models, model_info, register_model
 from seqzoo.models.sequence_model import SequenceModel
 from seqzoo.models.serialization import load_model, save_model
