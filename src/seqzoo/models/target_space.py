@@ -245,15 +245,16 @@ class TargetSpaceRNN(nn.Module):
 
 _MLP_TINY = {"seq_len": 7, "realisation_size": 12}  # the conformance suite feeds (3, 7, d_input=3) features
 _RNN_TINY = {"realisation_size": 4, "realisation_len": 5}
-register_model("ts_mlp", TargetSpaceMLP, space="target",
-               description="target-space MLP 2-5-5-5-2 tanh with dense shortcuts (SCU, projection init, λ=0.001)",
-               paper=PAPER, tags=("feedforward", "target-space"), conformance=_MLP_TINY)
-register_model("ws_mlp", TargetSpaceMLP, space="weight",
-               description="the ts_mlp network in weight space (2-5-5-5-2 tanh, dense shortcuts, Glorot init)",
-               paper=PAPER, tags=("feedforward", "target-space"), conformance=_MLP_TINY)
-register_model("ts_rnn", TargetSpaceRNN, space="target",
-               description="target-space tanh RNN (TSRNN) with a target-space output layer (SCU, projection init)",
-               paper=PAPER, tags=("rnn", "target-space"), conformance=_RNN_TINY)
-register_model("ws_rnn", TargetSpaceRNN, space="weight",
-               description="the ts_rnn network in weight space (tanh RNN + dense output, Glorot init)",
-               paper=PAPER, tags=("rnn", "target-space"), conformance=_RNN_TINY)
+_PRESETS = [
+    ("ts_mlp", TargetSpaceMLP, "target", "target-space MLP 2-5-5-5-2 tanh with dense shortcuts (SCU, projection init, "
+     "λ=0.001)", "feedforward", _MLP_TINY),
+    ("ws_mlp", TargetSpaceMLP, "weight", "the ts_mlp network in weight space (2-5-5-5-2 tanh, dense shortcuts, Glorot "
+     "init)", "feedforward", _MLP_TINY),
+    ("ts_rnn", TargetSpaceRNN, "target", "target-space tanh RNN (TSRNN) with a target-space output layer (SCU, "
+     "projection init)", "rnn", _RNN_TINY),
+    ("ws_rnn", TargetSpaceRNN, "weight", "the ts_rnn network in weight space (tanh RNN + dense output, Glorot init)",
+     "rnn", _RNN_TINY),
+]
+for _name, _builder, _space, _desc, _kind, _tiny in _PRESETS:
+    register_model(_name, _builder, space=_space, description=_desc, paper=PAPER, tags=(_kind, "target-space"),
+                   conformance=_tiny)
