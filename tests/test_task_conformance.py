@@ -68,6 +68,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "translation": {"n_train": 300, "spm_vocab": 300},
     "title-recall": {"seq_len": 48, "title_len": 3, "period": 12, "jitter": 2, "window": 4, "n_valid": 8, "n_test": 8},
     "babi": {"tasks": 1},
+    "bit_delay": {"delay": 3, "n_scored": 5, "n_train": 40, "n_valid": 16, "n_test": 16},
 }
 # Wrong values of the right type, beyond the generic ones (every int parameter at -1, every string parameter at an
 # unknown choice): (overrides, the parameter the message must name).
@@ -95,6 +96,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "ucr": [({"valid_fraction": 1.0}, "valid_fraction")],
     "title-recall": [({"jitter": 20, "period": 20}, "jitter"), ({"window": 0}, "window")],
     "babi": [({"tasks": 21}, "tasks"), ({"tasks": "2,x"}, "tasks"), ({"valid_fraction": 1.0}, "valid_fraction")],
+    "bit_delay": [({"delay": 0}, "delay"), ({"n_scored": 0}, "n_scored")],
 }
 EVAL_KEYS = (("valid", 0), ("test", 0), ("test", 1))
 NAMES = list_tasks()

@@ -3,6 +3,7 @@
 from seqzoo.tasks import adding as _adding  # noqa: F401
 from seqzoo.tasks import arma_sim as _arma_sim  # noqa: F401
 from seqzoo.tasks import babi as _babi  # noqa: F401
+from seqzoo.tasks import bit_delay as _bit_delay  # noqa: F401
 from seqzoo.tasks import cfl as _cfl  # noqa: F401
 from seqzoo.tasks import copy as _copy  # noqa: F401
 from seqzoo.tasks import denoise as _denoise  # noqa: F401
@@ -18,6 +19,7 @@ from seqzoo.tasks import music as _music  # noqa: F401
 from seqzoo.tasks import parenthesis as _parenthesis  # noqa: F401
 from seqzoo.tasks import title_recall as _title_recall  # noqa: F401
 from seqzoo.tasks import translation as _translation  # noqa: F401
+from seqzoo.tasks import two_spirals as _two_spirals  # noqa: F401
 from seqzoo.tasks.base import Batch, Task, TaskSpec, TensorDataset
 from seqzoo.tasks.registry import TASKS, create_task, list_tasks, register_task, task_info
 

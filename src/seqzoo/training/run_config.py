@@ -118,6 +118,7 @@ def resolve_run(model: str, task: str, *, model_args: dict[str, Any] | None = No
     from seqzoo.models import create_model
     from seqzoo.tasks import TASKS, create_task
     from seqzoo.training.evaluation import check_fit, to_device
+    from seqzoo.training.target_space import use_task_realisation
 
     for what, value in (("model", model), ("task", task)):
         if not isinstance(value, str):
@@ -137,6 +138,7 @@ def resolve_run(model: str, task: str, *, model_args: dict[str, Any] | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
         net = create_model(model, **args)
+        use_task_realisation(net, task_obj, train.seed)  # target-space models: X̄ from the task's training inputs
     params = getattr(task_obj, "params", None)
     rc = RunConfig(model, dict(getattr(net, "seqzoo_config", args)), task,
                    dict(params) if isinstance(params, dict) else t_args, train)
