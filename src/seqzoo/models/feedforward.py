@@ -21,9 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers.bln import BatchLayerNorm
+from seqzoo.layers.public_batch_norm import PublicBatchNorm
 from seqzoo.models.registry import register_model
 
-NORMS = (None, "batch", "bln", "layer")
+NORMS = (None, "batch", "bln", "layer", "group", "batch_public", "batch_mixed")
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -35,7 +36,7 @@ def _feature_norm(norm: str | None, width: int) -> nn.Module:
         return BatchLayerNorm(width)
     if norm == "layer":
         return nn.LayerNorm(width)
-    return nn.Identity()
+    return _dp_norm(norm, width)
 
 
 def _conv_norm(norm: str | None, channels: int) -> nn.Module:
@@ -46,6 +47,16 @@ def _conv_norm(norm: str | None, channels: int) -> nn.Module:
         return BatchLayerNorm(channels)
     if norm == "layer":
         return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W) per example
+    return _dp_norm(norm, channels)
+
+
+def _dp_norm(norm: str | None, channels: int) -> nn.Module:
+    """The norms added for DP training (spec privacy §7.3-7.4): GroupNorm with Opacus's ``gcd(32, C)`` groups, and
+    BN with statistics of a public batch (``batch_public``) or of public + private rows (``batch_mixed``, SIDP)."""
+    if norm == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    if norm in ("batch_public", "batch_mixed"):
+        return PublicBatchNorm(channels, mode=norm.split("_")[1])
     return nn.Identity()
 
 
@@ -97,7 +108,8 @@ class MLPClassifier(ImageClassifier):
         n_layers: number of hidden layers.
         seq_len, d_input: the image is ``seq_len`` rows of ``d_input`` features (the task's input shape).
         d_output: classes.
-        norm: None, ``"batch"``, ``"bln"`` or ``"layer"``, before each nonlinearity (biases dropped when set).
+        norm: None, ``"batch"``, ``"bln"``, ``"layer"``, or for DP training ``"group"``, ``"batch_public"``,
+            ``"batch_mixed"``, before each nonlinearity (biases dropped when set).
         activation: ``"sigmoid"`` (the paper's MNIST net), ``"relu"`` or ``"tanh"``.
     """
 
