@@ -36,7 +36,7 @@ def _feature_norm(norm: str | None, width: int) -> nn.Module:
         return BatchLayerNorm(width)
     if norm == "layer":
         return nn.LayerNorm(width)
-    return _dp_norm(norm, width)
+    return _dp_norm(norm, width, spatial=False)
 
 
 def _conv_norm(norm: str | None, channels: int) -> nn.Module:
@@ -50,11 +50,15 @@ def _conv_norm(norm: str | None, channels: int) -> nn.Module:
     return _dp_norm(norm, channels)
 
 
-def _dp_norm(norm: str | None, channels: int) -> nn.Module:
-    """The norms added for DP training (spec privacy §7.3-7.4): GroupNorm with Opacus's ``gcd(32, C)`` groups, and
+def _dp_norm(norm: str | None, channels: int, spatial: bool = True) -> nn.Module:
+    """The norms added for DP training (spec privacy §7.3-7.4): GroupNorm with Opacus's ``gcd(32, C)`` groups (on
+    MLP features, whose groups have no spatial extent, halved until each group holds at least 2 features), and
     BN with statistics of a public batch (``batch_public``) or of public + private rows (``batch_mixed``, SIDP)."""
     if norm == "group":
-        return nn.GroupNorm(math.gcd(32, channels), channels)
+        groups = math.gcd(32, channels)
+        while not spatial and groups > 1 and channels // groups < 2:
+            groups //= 2
+        return nn.GroupNorm(groups, channels)
     if norm in ("batch_public", "batch_mixed"):
         return PublicBatchNorm(channels, mode=norm.split("_")[1])
     return nn.Identity()

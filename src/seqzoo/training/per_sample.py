@@ -19,6 +19,8 @@ one (every tensor entry whose first dimension is ``B`` is sliced; other entries 
 from __future__ import annotations
 
 import logging
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +33,8 @@ log = logging.getLogger("seqzoo.training")
 
 METHODS = ("auto", "vmap", "loop", "joint")
 LossFn = Callable[[nn.Module, dict[str, Any]], Tensor]
-# id(model) -> method that worked ("vmap" or "loop"), so "auto" tries vmap once per model
-_AUTO_CHOICE: dict[int, str] = {}
+# model -> the method "auto" settled on ("vmap" or "loop"), so vmap is tried once per model
+_AUTO_CHOICE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -66,16 +68,16 @@ def per_sample_grads(model: nn.Module, loss_fn: LossFn, batch: dict[str, Any], m
     if method not in METHODS:
         raise ConfigError(f"per-sample gradient method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "auto":
-        chosen = _AUTO_CHOICE.get(id(model), "vmap")
+        chosen = _AUTO_CHOICE.get(model, "vmap")
         if chosen == "vmap":
             try:
                 out = _vmap(model, loss_fn, batch)
-                _AUTO_CHOICE[id(model)] = "vmap"
+                _AUTO_CHOICE[model] = "vmap"
                 return out
             except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
                 log.info("per-sample gradients: vmap does not apply to %s (%s); using the per-example loop",
                          type(model).__name__, str(err).splitlines()[0] if str(err) else type(err).__name__)
-                _AUTO_CHOICE[id(model)] = "loop"
+                _AUTO_CHOICE[model] = "loop"
         return _loop(model, loss_fn, batch)
     return {"vmap": _vmap, "loop": _loop, "joint": _joint}[method](model, loss_fn, batch)
 
@@ -122,8 +124,10 @@ def _vmap(model: nn.Module, loss_fn: LossFn, batch: dict[str, Any]) -> tuple[dic
         state = {f"model.{k}": v for k, v in {**p, **frozen, **buffers}.items()}
         return functional_call(call, state, (b,))
 
-    grads, losses = vmap(grad_and_value(one), in_dims=(None, 0), randomness="different")(
-        params, {k: batch[k] for k in keys})
+    with warnings.catch_warnings():  # ops without a batching rule run in a (correct, slower) loop inside vmap
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        grads, losses = vmap(grad_and_value(one), in_dims=(None, 0), randomness="different")(
+            params, {k: batch[k] for k in keys})
     return grads, losses.detach()
 
 

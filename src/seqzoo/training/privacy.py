@@ -91,18 +91,21 @@ def check_settings(privacy: Any) -> dict[str, Any]:
 
 
 def leaking_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Submodules whose training output for one example depends on other examples of the batch: BatchNorm, BLN,
-    recurrent norms with batch statistics (``step_exact_in_train`` False), and any module that says
-    ``leaks_across_examples``."""
-    from seqzoo.layers.bln import BatchLayerNorm
-    from seqzoo.layers.norms import RecurrentNorm
+    """Submodules whose training output for one example depends on other examples of the batch.
+
+    A module says so with ``leaks_across_examples``; otherwise BatchNorm (``nn.BatchNorm*``, S5's masked BN) and
+    every norm that keeps per-step batch statistics (a ``PerStepPopulation`` child: recurrent BN, BLN, the
+    post-layer sequence BN/BLN) leak. ``check_model`` also probes the model itself for leaks this list misses.
+    """
+    from seqzoo.layers.batch_norm import PerStepPopulation
+    from seqzoo.layers.s5 import MaskedBatchNorm
 
     found = []
     for name, m in model.named_modules():
         leaks = getattr(m, "leaks_across_examples", None)
         if leaks is None:
-            leaks = (isinstance(m, (nn.modules.batchnorm._BatchNorm, BatchLayerNorm))
-                     or (isinstance(m, RecurrentNorm) and not m.step_exact_in_train))
+            leaks = (isinstance(m, (nn.modules.batchnorm._BatchNorm, MaskedBatchNorm))
+                     or any(isinstance(c, PerStepPopulation) for c in m.children()))
         if leaks:
             found.append((name or "<model>", m))
     return found
@@ -113,8 +116,12 @@ def public_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if hasattr(m, "n_public")]
 
 
-def check_model(model: nn.Module, settings: dict[str, Any]) -> None:
-    """Refuse, in one line, a model DP-SGD cannot train with a guarantee (or that lacks its public batch)."""
+def check_model(model: nn.Module, settings: dict[str, Any], task: Task | None = None) -> None:
+    """Refuse, in one line, a model DP-SGD cannot train with a guarantee (or that lacks its public batch).
+
+    With ``task``, the model is also probed: example 0's training output must be the same alone and next to
+    example 1 (dropout off), which catches batch statistics in modules ``leaking_modules`` does not know.
+    """
     leaks = leaking_modules(model)
     if leaks and not settings["replication"]:
         name, m = leaks[0]
@@ -124,6 +131,41 @@ def check_model(model: nn.Module, settings: dict[str, Any]) -> None:
     if public_modules(model) and settings["public_split"] is None:
         raise ConfigError("privacy: the model has public-statistics BatchNorm but no public batch; set privacy "
                           "'public_split' to a split of public data (e.g. 'valid' for the digits stand-in)")
+    public = task.build(settings["public_split"]).batch(slice(None)) if task and settings["public_split"] else None
+    if task is not None and not leaks and mixes_examples(model, task, public):
+        raise ConfigError(f"privacy: the training output of one example changes when another example is in the "
+                          f"batch ({type(model).__name__} uses batch statistics somewhere), so DP-SGD's guarantee "
+                          f"fails; use {SAFE_OPTIONS}")
+
+
+def mixes_examples(model: nn.Module, task: Task, public: Batch | None = None) -> bool:
+    """True when example 0's training output differs alone and in a batch with example 1 (a copy is probed;
+    ``public`` rows go in front, as under DP-SGD, for public-statistics norms)."""
+    import copy
+
+    from seqzoo.training.evaluation import score_batch
+
+    probe = copy.deepcopy(model).train()
+    for m in probe.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+    data = task.build("train")
+    pair = data.batch(slice(0, 2))
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    p = batch_size_of(public) if public is not None else 0
+
+    def first_row(batch: Batch) -> Tensor:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if public is not None:
+            batch = _prepend({k: v.to(device) for k, v in public.items()}, batch)
+        torch.manual_seed(0)
+        with public_rows(probe, p, update_running=False):
+            return score_batch(probe, task, batch, device=device).values[p:p + 1]
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        both = first_row(pair)
+        alone = first_row({k: v[:1] for k, v in pair.items()})
+    return both.shape != alone.shape or not torch.allclose(both.float(), alone.float(), rtol=1e-4, atol=1e-5)
 
 
 def resolve_privacy(privacy: dict[str, Any], task: Task, model: nn.Module, steps: int, batch_size: int,
@@ -138,7 +180,7 @@ def resolve_privacy(privacy: dict[str, Any], task: Task, model: nn.Module, steps
     if getattr(task, "fresh_train_data", False):
         raise ConfigError(f"privacy: task {task.name!r} draws fresh training data every step; DP-SGD needs a fixed "
                           f"training set to sample lots from")
-    check_model(model, s)
+    check_model(model, s, task)
     n = len(task.build("train"))
     if batch_size > n:
         raise ConfigError(f"privacy: the expected lot (batch_size {batch_size}) exceeds the training set ({n})")
