@@ -21,7 +21,9 @@ from seqzoo.training.privacy import (
     DPSGD,
     check_model,
     check_settings,
+    clip_factors,
     clip_per_sample,
+    clipped_sum,
     leaking_modules,
     noisy_sum,
     poisson_lot,
@@ -167,14 +169,18 @@ def test_every_clipped_norm_is_at_most_c(n, clip, scale, seed):
     small = norms <= clip  # examples already within C are untouched
     for k in grads:
         torch.testing.assert_close(clipped[k][small], grads[k][small])
+    factor, _ = clip_factors(grads, clip)  # the step's one contraction equals the sum of the clipped copies
+    for k, v in clipped_sum(grads, factor).items():
+        torch.testing.assert_close(v, clipped[k].sum(0))
 
 
 @settings(max_examples=8, deadline=None)
 @given(st.floats(0.3, 3.0), st.floats(0.1, 5.0), st.integers(0, 2 ** 31 - 1))
 def test_summed_noise_std_is_sigma_times_c(sigma, clip, seed):
     params = {"w": torch.zeros(200, 200, dtype=torch.float64)}
-    clipped = {"w": torch.zeros(3, 200, 200, dtype=torch.float64)}
-    noise = noisy_sum(clipped, params, sigma, clip, torch.Generator().manual_seed(seed))["w"]
+    grads = {"w": torch.zeros(3, 200, 200, dtype=torch.float64)}
+    factor, _ = clip_factors(grads, clip)
+    noise = noisy_sum(clipped_sum(grads, factor), params, sigma, clip, torch.Generator().manual_seed(seed))["w"]
     # 40,000 draws: the sample std is within 2% of sigma * C with overwhelming probability
     assert float(noise.std()) == pytest.approx(sigma * clip, rel=0.02)
     assert abs(float(noise.mean())) < 0.02 * sigma * clip

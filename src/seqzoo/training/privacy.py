@@ -198,23 +198,31 @@ def poisson_lot(n: int, q: float, seed: int, step: int) -> Tensor:
     return (torch.rand(n, generator=g, dtype=torch.float64) < q).nonzero().squeeze(1)
 
 
+def clip_factors(grads: dict[str, Tensor], clip: float) -> tuple[Tensor, Tensor]:
+    """``(min(1, C / ‖g_i‖), ‖g_i‖)`` per example, the norm taken over all parameters jointly (flat clipping)."""
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1)
+                                                  for g in grads.values()], 1), dim=1)
+    return (clip / norms).clamp(max=1.0), norms  # norm 0 -> inf -> 1
+
+
 def clip_per_sample(grads: dict[str, Tensor], clip: float) -> tuple[dict[str, Tensor], Tensor]:
-    """Flat clipping: each example's gradient over all parameters scaled to norm ≤ ``clip``; returns the norms."""
-    if not grads:
-        return grads, torch.zeros(0)
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
-    factor = (clip / norms).clamp(max=1.0)  # norm 0 -> inf -> 1
+    """Each example's gradient scaled to norm ≤ ``clip`` (materialized; the step uses ``clipped_sum``)."""
+    factor, norms = clip_factors(grads, clip)
     return {k: g * factor.reshape(-1, *([1] * (g.dim() - 1))).to(g.dtype) for k, g in grads.items()}, norms
 
 
-def noisy_sum(clipped: dict[str, Tensor], params: dict[str, Tensor], sigma: float, clip: float,
+def clipped_sum(grads: dict[str, Tensor], factor: Tensor) -> dict[str, Tensor]:
+    """``Σ_i factor_i g_i`` per parameter, as one contraction (no clipped copy of the per-example gradients)."""
+    return {k: torch.tensordot(factor.to(g.dtype), g, dims=1) for k, g in grads.items()}
+
+
+def noisy_sum(summed: dict[str, Tensor], params: dict[str, Tensor], sigma: float, clip: float,
               g: torch.Generator) -> dict[str, Tensor]:
-    """``Σ_i ḡ_i + N(0, σ² C² I)`` per parameter (an empty lot gives noise only)."""
+    """``Σ_i ḡ_i + N(0, σ² C² I)`` per parameter (a parameter missing from ``summed``, or an empty lot: noise only)."""
     out = {}
     for name, p in params.items():
         noise = torch.randn(p.shape, generator=g, dtype=p.dtype) * (sigma * clip)
-        total = clipped[name].sum(0) if name in clipped and clipped[name].shape[0] else torch.zeros_like(p)
-        out[name] = total + noise.to(p.device)
+        out[name] = (summed[name] if name in summed else torch.zeros_like(p)) + noise.to(p.device)
     return out
 
 
@@ -290,11 +298,12 @@ class DPSGD(TrainHook):
         if n:
             fn = self.joint_losses if self.method == "joint" else self.loss
             grads, losses = per_sample_grads(model, fn, batch, self.method)
-            clipped, norms = clip_per_sample(grads, self.s["clip"])
+            factor, norms = clip_factors(grads, self.s["clip"])
+            summed = clipped_sum(grads, factor)
         else:
-            clipped, losses, norms = {}, torch.zeros(0), torch.zeros(0)
+            summed, losses, norms = {}, torch.zeros(0), torch.zeros(0)
         g = generator("dp-noise", self.seed, trainer.done)
-        total = noisy_sum(clipped, params, self.s["sigma"], self.s["clip"], g)
+        total = noisy_sum(summed, params, self.s["sigma"], self.s["clip"], g)
         lot = float(self.s["expected_lot"])
         for name, p in params.items():
             p.grad = total[name] / lot
