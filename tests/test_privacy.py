@@ -309,3 +309,40 @@ def test_private_run_records_epsilon_in_config_and_metrics(tmp_path):
     with pytest.raises(ConfigError, match="statistics of the whole batch"):
         train("mlp_bn", "digits", task_args={"layout": "rows"}, config={"steps": 1, "privacy": {"sigma": 1.0}},
               out=tmp_path, index=False)
+
+
+@pytest.mark.parametrize("norm", [None, "layer", "group"])
+def test_ghost_clipping_equals_clipping_materialized_per_example_grads(norm):
+    from seqzoo.training.ghost_clip import clipped_sum_ghost, supports
+
+    task, model = _digits(), _mlp(norm)
+    s = resolve_privacy({"sigma": 1.0, "clip": 0.3, "per_sample": "vmap"}, task, model, steps=10, batch_size=32)
+    hook = DPSGD(s, task, seed=0, device=torch.device("cpu"))
+    batch = hook.train_batch(_FakeTrainer(), 3)
+    assert supports(model, task) and not supports(_mlp("batch_public"), task)
+    ghost, norms, _ = clipped_sum_ghost(model, lambda m, b: hook.loss(m, b) * len(b["inputs"]), batch, 0.3)
+    grads, _ = per_sample_grads(model, hook.loss, batch, "vmap")
+    factor, want_norms = clip_factors(grads, 0.3)
+    torch.testing.assert_close(norms, want_norms, rtol=1e-4, atol=1e-6)
+    assert float((want_norms > 0.3).float().mean()) > 0.2  # clipping is active for part of the lot
+    want = clipped_sum(grads, factor)
+    assert set(ghost) == set(want)
+    for k in want:
+        torch.testing.assert_close(ghost[k], want[k], rtol=1e-4, atol=1e-6)
+
+
+def test_ghost_linear_norms_with_positions():
+    """A Linear applied at every position (T > 1): the Gram-matrix norm equals the materialized one."""
+    from seqzoo.training.ghost_clip import _linear
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 5, 3, generator=g, dtype=torch.float64), torch.randn(4, 5, 2, generator=g,
+                                                                                dtype=torch.float64)
+    sq, sums = _linear(a, b, True)
+    per_w = torch.einsum("ito,itd->iod", b, a)
+    per_b = b.sum(1)
+    torch.testing.assert_close(sq, per_w.flatten(1).pow(2).sum(1) + per_b.pow(2).sum(1))
+    c = torch.rand(4, generator=g, dtype=torch.float64)
+    w, bias = sums(c)
+    torch.testing.assert_close(w, torch.tensordot(c, per_w, dims=1))
+    torch.testing.assert_close(bias, c @ per_b)

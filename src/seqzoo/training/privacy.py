@@ -16,7 +16,8 @@ called by ``run_config.resolve_run``):
 ``clip``                per-example clipping norm C (default 1.0)
 ``delta``               δ of the reported (ε, δ) (default 1e-5)
 ``accountant``          ``rdp`` (default), ``prv`` or ``rdp-classic``
-``per_sample``          ``auto`` (default), ``vmap`` or ``loop``
+``per_sample``          ``auto`` (default: ghost clipping where it applies, else vmap, else the loop), ``ghost``,
+                        ``vmap`` or ``loop``
 ``public_split``        a split of the task used as the public batch of public-statistics BN (None = none)
 ``replication``         True allows models that leak across examples (SIDP mixed-statistics BN); their ε is
                         recorded but ``guarantee`` is False
@@ -45,6 +46,7 @@ from seqzoo.errors import ConfigError
 from seqzoo.registry_utils import closest
 from seqzoo.tasks.base import Batch, generator
 from seqzoo.training.accountant import ACCOUNTANTS, CONVERSIONS, epsilon
+from seqzoo.training.ghost_clip import clipped_sum_ghost, supports
 from seqzoo.training.hooks import TrainHook
 from seqzoo.training.per_sample import batch_size_of, example, per_sample_grads, trainable
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 USER_KEYS = {"sigma": None, "clip": 1.0, "delta": 1e-5, "accountant": "rdp", "per_sample": "auto",
              "public_split": None, "replication": False}
+PER_SAMPLE = ("auto", "ghost", "vmap", "loop")
 DERIVED_KEYS = ("dataset_size", "expected_lot", "sample_rate", "steps", "epsilon", "conversion", "guarantee",
                 "n_public")
 SAFE_OPTIONS = ("norm='layer', 'group', 'batch_public' (BN with public-batch statistics, privacy.public_split) "
@@ -81,8 +84,8 @@ def check_settings(privacy: Any) -> dict[str, Any]:
         raise ConfigError(f"privacy 'delta' must be below 1, got {out['delta']!r}")
     if out["accountant"] not in ACCOUNTANTS:
         raise ConfigError(f"privacy 'accountant' must be one of {', '.join(ACCOUNTANTS)}, got {out['accountant']!r}")
-    if out["per_sample"] not in ("auto", "vmap", "loop"):
-        raise ConfigError(f"privacy 'per_sample' must be auto, vmap or loop, got {out['per_sample']!r}")
+    if out["per_sample"] not in PER_SAMPLE:
+        raise ConfigError(f"privacy 'per_sample' must be one of {', '.join(PER_SAMPLE)}, got {out['per_sample']!r}")
     if out["public_split"] is not None and out["public_split"] not in ("train", "valid", "test"):
         raise ConfigError(f"privacy 'public_split' must be valid, test or null, got {out['public_split']!r}")
     if not isinstance(out["replication"], bool):
@@ -262,6 +265,7 @@ class DPSGD(TrainHook):
                        if settings["public_split"] else None)
         self.method = "joint" if not settings.get("guarantee", True) else settings["per_sample"]
         self._last: dict[str, float] = {}
+        self._ghost_ok: bool | None = None
 
     # ----- the per-example loss -------------------------------------------------------------------------
     def _scores(self, model: nn.Module, batch: Batch):
@@ -288,6 +292,18 @@ class DPSGD(TrainHook):
         return torch.stack([batch_loss(self.task, Scores(sc.values[i:i + 1], sc.is_nll), example(batch, i))
                             for i in range(batch_size_of(batch))])
 
+    def _ghost(self, model: nn.Module, batch: Batch) -> bool:
+        """Use ghost clipping (``per_sample`` auto or ghost, a supported model, a batch without a loss mask)."""
+        if self.method not in ("auto", "ghost") or "loss_mask" in batch:
+            return False
+        if self._ghost_ok is None:
+            self._ghost_ok = supports(model, self.task)
+            if self.method == "ghost" and not self._ghost_ok:
+                raise ConfigError(f"privacy: per_sample 'ghost' needs Linear/LayerNorm/GroupNorm parameters only, "
+                                  f"a per-sequence task and no public-statistics norm; {type(model).__name__} on "
+                                  f"{self.task.name!r} is not; use 'auto'")
+        return self._ghost_ok
+
     # ----- hook points ----------------------------------------------------------------------------------
     def train_batch(self, trainer: Trainer, step: int) -> Batch:
         return self.data.batch(poisson_lot(len(self.data), self.s["sample_rate"], self.seed, step))
@@ -295,9 +311,13 @@ class DPSGD(TrainHook):
     def compute_gradients(self, trainer: Trainer, model: nn.Module, batch: Batch) -> Tensor:
         params = trainable(model)
         n = batch_size_of(batch)
-        if n:
+        if n and self._ghost(model, batch):
+            summed, norms, mean_loss = clipped_sum_ghost(model, lambda m, b: self.loss(m, b) * batch_size_of(b),
+                                                         batch, self.s["clip"])
+            losses = mean_loss.reshape(1)
+        elif n:
             fn = self.joint_losses if self.method == "joint" else self.loss
-            grads, losses = per_sample_grads(model, fn, batch, self.method)
+            grads, losses = per_sample_grads(model, fn, batch, "auto" if self.method == "ghost" else self.method)
             factor, norms = clip_factors(grads, self.s["clip"])
             summed = clipped_sum(grads, factor)
         else:
