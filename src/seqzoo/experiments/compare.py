@@ -221,15 +221,19 @@ def format_table(groups: Sequence[Group], metric: str, split: str = "test", widt
     (indented), and a long seed list is abbreviated to its first and last seeds.
     """
     header = ["group", "n", f"{split} {metric} mean ± std", "min", "max", "seeds"]
+    private = any(r.train.get("privacy") for g in groups for r in g.runs)
+    if private:  # DP-SGD runs: the (eps, delta) they spent, next to the metric
+        header.insert(3, "eps (delta)")
     rows = []
     for g in groups:
         if g.stat is None:
-            rows.append([g.label, "0", "—", "", "", ""])
+            rows.append([g.label, "0", "—", *([privacy_text(g.runs)] if private else []), "", "", ""])
             continue
         seeds = [r.seed for r in g.runs]
         seed_text = (",".join(map(str, seeds)) if len(seeds) <= 6
                      else f"{seeds[0]},{seeds[1]},…,{seeds[-1]} ({len(seeds)})")
-        rows.append([g.label, str(g.stat.n), f"{g.stat.mean:.4g} ± {g.stat.std:.2g}", f"{min(g.stat.values):.4g}",
+        rows.append([g.label, str(g.stat.n), f"{g.stat.mean:.4g} ± {g.stat.std:.2g}",
+                     *([privacy_text(g.runs)] if private else []), f"{min(g.stat.values):.4g}",
                      f"{max(g.stat.values):.4g}", seed_text])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     rest = sum(widths[1:]) + 2 * (len(widths) - 1)
@@ -241,6 +245,18 @@ def format_table(groups: Sequence[Group], metric: str, split: str = "test", widt
         lines.append(fmt.format(label[0], *r[1:]))
         lines += label[1:]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def privacy_text(runs: Sequence[RunRecord]) -> str:
+    """``eps (delta)`` a group of DP-SGD runs spent (the test metric ``dp_epsilon``, else the planned ε of the
+    config; ``*`` marks runs without a DP guarantee, e.g. the SIDP replication); ``—`` for non-private runs."""
+    p = next((r.train.get("privacy") for r in runs if r.train.get("privacy")), None)
+    if not p:
+        return "—"
+    spent = [r.test["dp_epsilon"] for r in runs if "dp_epsilon" in r.test]
+    eps = max(spent) if spent else p.get("epsilon")
+    mark = "" if p.get("guarantee", True) else "*"
+    return f"{eps:.3g}{mark} ({p.get('delta', float('nan')):g})" if eps is not None else "?"
 
 
 def _task_of(group: Group) -> str:

@@ -28,9 +28,10 @@ from torch import Tensor, nn
 from seqzoo.errors import ConfigError
 from seqzoo.layers import quant as qlayers
 from seqzoo.layers.bln import BatchLayerNorm
+from seqzoo.layers.public_batch_norm import PublicBatchNorm
 from seqzoo.models.registry import register_model
 
-NORMS = (None, "batch", "bln", "layer")
+NORMS = (None, "batch", "bln", "layer", "group", "batch_public", "batch_mixed")
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "hardtanh": nn.Hardtanh}
 _ACT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardtanh": (-1.0, 1.0)}  # bounded outputs
 
@@ -52,7 +53,7 @@ def _feature_norm(norm: str | None, width: int) -> nn.Module:
         return BatchLayerNorm(width)
     if norm == "layer":
         return nn.LayerNorm(width)
-    return nn.Identity()
+    return _dp_norm(norm, width, spatial=False)
 
 
 def _conv_norm(norm: str | None, channels: int) -> nn.Module:
@@ -63,6 +64,20 @@ def _conv_norm(norm: str | None, channels: int) -> nn.Module:
         return BatchLayerNorm(channels)
     if norm == "layer":
         return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W) per example
+    return _dp_norm(norm, channels)
+
+
+def _dp_norm(norm: str | None, channels: int, spatial: bool = True) -> nn.Module:
+    """The norms added for DP training (spec privacy §7.3-7.4): GroupNorm with Opacus's ``gcd(32, C)`` groups (on
+    MLP features, whose groups have no spatial extent, halved until each group holds at least 2 features), and
+    BN with statistics of a public batch (``batch_public``) or of public + private rows (``batch_mixed``, SIDP)."""
+    if norm == "group":
+        groups = math.gcd(32, channels)
+        while not spatial and groups > 1 and channels // groups < 2:
+            groups //= 2
+        return nn.GroupNorm(groups, channels)
+    if norm in ("batch_public", "batch_mixed"):
+        return PublicBatchNorm(channels, mode=norm.split("_")[1])
     return nn.Identity()
 
 
@@ -114,7 +129,8 @@ class MLPClassifier(ImageClassifier):
         n_layers: number of hidden layers.
         seq_len, d_input: the image is ``seq_len`` rows of ``d_input`` features (the task's input shape).
         d_output: classes.
-        norm: None, ``"batch"``, ``"bln"`` or ``"layer"``, before each nonlinearity (biases dropped when set).
+        norm: None, ``"batch"``, ``"bln"``, ``"layer"``, or for DP training ``"group"``, ``"batch_public"``,
+            ``"batch_mixed"``, before each nonlinearity (biases dropped when set).
         activation: ``"sigmoid"`` (the paper's MNIST net), ``"relu"``, ``"tanh"`` or ``"hardtanh"``.
         quant, quant_kwargs: quantization of the hidden layers (module docstring), None = floating point.
     """

@@ -23,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRESENTATION_FIELDS = ("progress", "tensorboard")
 # Optional fields added after runs were already recorded: left out of the run hash while unset (None), so the
 # run directories of existing configurations keep their names.
-UNHASHED_WHEN_NONE = ("ssm_lr",)
+UNHASHED_WHEN_NONE = ("ssm_lr", "privacy")
 # Fields that may also differ on resume (a longer time budget continues a run stopped by its budget).
 RESUMABLE_CHANGES = (*PRESENTATION_FIELDS, "time_budget")
 
@@ -55,9 +55,11 @@ _RULES: dict[str, tuple[str, bool, tuple[str, ...] | None, float | None, bool]] 
     "tensorboard": ("bool", False, None, None, True),
     "log_every": ("int", False, None, 1, True),
     "device": ("str", False, DEVICES, None, True),
+    "privacy": ("dict", True, None, None, True),
 }
 
-_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "dict": "a dict of settings"}
 
 
 @dataclass
@@ -90,6 +92,7 @@ class TrainConfig:
     tensorboard: bool = True
     log_every: int = 10  # train loss rows in metrics.jsonl (mean loss over the last log_every steps)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    privacy: dict | None = None  # DP-SGD settings (training/privacy.py), e.g. {"sigma": 1.0}; None = off
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,6 +130,10 @@ def _check_value(name: str, value: Any) -> Any:
         if nullable:
             return None
         raise ConfigError(f"train config {name!r} must be {expected}, got None")
+    if kind == "dict":
+        from seqzoo.training.privacy import check_settings  # the only dict setting; checked by its owner
+
+        return {**value, **check_settings(value)} if isinstance(value, dict) else check_settings(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"train config {name!r} must be {expected}, got {value!r} ({type(value).__name__})")

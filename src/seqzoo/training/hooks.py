@@ -3,12 +3,14 @@
 A ``TrainHook`` is passed to ``train(..., hooks=[...])`` (or ``Trainer``); every method is optional and the
 trainer calls the hooks in order at these points of each training step::
 
-    loss = task loss + sum(hook.extra_loss(...))           # e.g. a Jacobian regularizer
-    loss.backward()
-    hook.transform_gradients(...)                          # e.g. per-sample clipping + noise (DP-SGD)
+    batch = first hook.train_batch(...) that is not None   # e.g. a Poisson-sampled lot (DP-SGD); else the task's
+    loss = first hook.compute_gradients(...) not None      # fills p.grad itself (DP-SGD's per-sample gradients);
+                                                           # else: task loss + sum(hook.extra_loss(...)), backward
+    hook.transform_gradients(...)                          # e.g. a gradient projection
     clip (clip_norm), optimizer.step()
     hook.after_step(...)                                   # e.g. clip the shadow weights of a quantized net
     hook.metrics(...) -> {name: value}                     # averaged into the next train log row
+    hook.final_metrics(...) -> {name: value}               # once, added to the test row (e.g. the ε spent)
 
 Modules inside the model take part without a hook object:
 
@@ -37,6 +39,15 @@ if TYPE_CHECKING:  # pragma: no cover
 class TrainHook:
     """Base class of training hooks; override what you need (see the module docstring for the call order)."""
 
+    def train_batch(self, trainer: Trainer, step: int) -> dict[str, Any] | None:
+        """The training batch of ``step`` (None: the task's ``train_batch``); must be a pure function of the step."""
+        return None
+
+    def compute_gradients(self, trainer: Trainer, model: nn.Module, batch: dict[str, Any]) -> Tensor | None:
+        """Set ``p.grad`` of every trainable parameter and return the step's (detached) loss, replacing the
+        trainer's forward and backward (None: the trainer's own, with every hook's ``extra_loss``)."""
+        return None
+
     def extra_loss(self, trainer: Trainer, model: nn.Module, batch: dict[str, Any]) -> Tensor | None:
         """A scalar added to the task's loss before ``backward`` (None: nothing)."""
         return None
@@ -49,6 +60,10 @@ class TrainHook:
 
     def metrics(self, trainer: Trainer, model: nn.Module) -> dict[str, float]:
         """Scalars of this step, averaged over the steps of a train log row."""
+        return {}
+
+    def final_metrics(self, trainer: Trainer, model: nn.Module) -> dict[str, float]:
+        """Scalars of the whole run, added once to the test metrics (result.json, the index, ``compare``)."""
         return {}
 
 

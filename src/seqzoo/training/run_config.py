@@ -139,6 +139,11 @@ def resolve_run(model: str, task: str, *, model_args: dict[str, Any] | None = No
         torch.manual_seed(train.seed)
         net = create_model(model, **args)
         use_task_realisation(net, task_obj, train.seed)  # target-space models: X̄ from the task's training inputs
+    if train.privacy is not None:  # DP-SGD: the derived (N, L, q, T, ε, ...) are part of the configuration
+        from seqzoo.training.privacy import resolve_privacy
+
+        privacy = resolve_privacy(train.privacy, task_obj, net, train.steps, train.batch_size)
+        train = TrainConfig.from_dict({**train.to_dict(), "privacy": privacy})
     params = getattr(task_obj, "params", None)
     rc = RunConfig(model, dict(getattr(net, "seqzoo_config", args)), task,
                    dict(params) if isinstance(params, dict) else t_args, train)

@@ -340,6 +340,7 @@ class Trainer:
         self.task, self.model = res.task, res.model.to(self.ctx.device)
         self.hooks += quantization_hooks(self.model, self.hooks)  # shadow-weight clipping of quantized layers
         self.resolved = res.config.to_dict()
+        self.privacy = res.config.train.privacy  # resolved DP-SGD settings (training/privacy.py) or None
         self.run_dir = self.out / (self.run_name or res.config.run_name())
         self.run_id = self.run_dir.name
         check_out_dir(self.out, index=self.use_index)
@@ -453,6 +454,8 @@ class Trainer:
             self.tb = self._open_tensorboard(purge_step=self.done + 1 if self.done else None)
             if cfg.progress:  # a bar on a terminal, else a plain log line every 30 s (training/progress.py)
                 self.bar = Progress(cfg.steps, initial=self.done, desc=self.run_id)
+        if self.privacy is not None:
+            self._add_privacy_hook()
         self.train_model: nn.Module = model
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -460,6 +463,20 @@ class Trainer:
         self._prior_elapsed = self.state.elapsed
         self._t_session = time.monotonic()  # the clock of time_budget and wall_time: training and evaluation
         self._tokens, self._t_tok = 0, time.monotonic()
+
+    def _add_privacy_hook(self) -> None:
+        """DP-SGD (``privacy`` in the config) as the first hook: it supplies the lots and the noisy gradients."""
+        from seqzoo.training.privacy import DPSGD
+
+        if self.ctx.world_size != 1:
+            raise ConfigError("privacy: DP-SGD runs in one process (no torchrun data parallelism yet)")
+        for hook in self.hooks:
+            if type(hook).extra_loss is not TrainHook.extra_loss or type(hook).compute_gradients is not \
+                    TrainHook.compute_gradients:
+                raise ConfigError(f"privacy: hook {type(hook).__name__} changes the loss or the gradients, which "
+                                  f"DP-SGD's per-example gradients would not include; drop it or train without privacy")
+        self.hooks = [DPSGD(self.privacy, self.task, self.config.seed, self.ctx.device, self.config.bf16),
+                      *(h for h in self.hooks if not isinstance(h, DPSGD))]
 
     def elapsed(self) -> float:
         """Seconds of training and evaluation of this run, over all its sessions."""
@@ -500,23 +517,33 @@ class Trainer:
         finite, in which case the weights are left as they were before the optimizer step."""
         cfg, ctx, model, st = self.config, self.ctx, self.train_model, self.state
         _seed_step(derive_seed("train-step", cfg.seed, self.done, ctx.rank), ctx.device)
-        batch = self.task.train_batch(self.done, cfg.batch_size, cfg.seed)
+        batch = self._hook_batch()
+        if batch is None:
+            batch = self.task.train_batch(self.done, cfg.batch_size, cfg.seed)
         self._tokens += _tokens(batch)
         batch = to_device(shard_batch(batch, ctx), ctx.device)
         self._lr = self.schedule.apply(self.optimizer, self.done + 1)
         self.carry.begin(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_loss(model, batch)
+        loss, own = None, False
         for hook in self.hooks:
-            extra = hook.extra_loss(self, model, batch)
-            if extra is not None:
-                loss = loss + extra
+            loss = hook.compute_gradients(self, model, batch)
+            if loss is not None:
+                own = True
+                break
+        if loss is None:
+            loss = self.compute_loss(model, batch)
+            for hook in self.hooks:
+                extra = hook.extra_loss(self, model, batch)
+                if extra is not None:
+                    loss = loss + extra
         lv = float(all_reduce_sum(loss.detach().float().reshape(1).clone(), ctx) / ctx.world_size)
         if not math.isfinite(lv):
             self.status = "stopped_nan"
             self.message = f"loss is {lv} at step {self.done + 1}; training stopped. " + _kept(st)
             return False
-        self.backward(loss)
+        if not own:
+            self.backward(loss)
         for hook in self.hooks:
             hook.transform_gradients(self, model)
         norm = self.optimizer_step(self.optimizer, model)
@@ -531,6 +558,14 @@ class Trainer:
         self.carry.commit()
         st.add_step(lv, norm, self._step_metrics())
         return True
+
+    def _hook_batch(self) -> Batch | None:
+        """The batch of this step from the first hook that supplies one (e.g. DP-SGD's Poisson lot), or None."""
+        for hook in self.hooks:
+            batch = hook.train_batch(self, self.done)
+            if batch is not None:
+                return batch
+        return None
 
     def _step_metrics(self) -> dict[str, float]:
         out = module_metrics(self.model)
@@ -602,16 +637,22 @@ class Trainer:
     def _test(self) -> dict[str, float]:
         """Metrics of the best weights on ``test_split`` ({} when there is none or the weights are not finite)."""
         cfg = self.config
+        extra: dict[str, float] = {}
+        for hook in self.hooks:
+            extra.update(hook.final_metrics(self, self.model) or {})
         if cfg.test_split is None:
-            return {}
+            if extra:
+                self._write({"step": self.done, "split": "final", **extra, "time": round(self.elapsed(), 3)})
+            return extra
         final = self.model
         if self.best_state is not None:
             final = copy.deepcopy(self.model)
             final.load_state_dict(self.best_state)
         if not _finite_params(final):
-            return {}
+            return extra
         test, mode = evaluate_split(final, self.task, cfg.test_split, batch_size=cfg.eval_batch_size,
                                     device=self.ctx.device, bf16=cfg.bf16, ctx=self.ctx)
+        test.update(extra)
         self._write({"step": self.done, "split": "test", **test, "eval": mode, "time": round(self.elapsed(), 3)})
         return test
 
