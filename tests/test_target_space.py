@@ -16,8 +16,8 @@ from torch.func import functional_call
 
 import seqzoo
 from seqzoo.errors import ConfigError
-from seqzoo.layers.target_space import TSRNN, TSDense, with_bias
-from seqzoo.models.target_space import TargetSpaceMLP, TargetSpaceRNN
+from seqzoo.layers.target_space import TSRNN, TSConv1d, TSDense, with_bias
+from seqzoo.models.target_space import TargetSpaceCNN, TargetSpaceMLP, TargetSpaceRNN
 from seqzoo.ops.ridge import ridge_solve, ridge_solve_reference
 from seqzoo.tasks import create_task
 from seqzoo.training.config import OPTIMIZERS
@@ -79,16 +79,25 @@ def test_exact_targets_recover_the_true_weights() -> None:
     with torch.no_grad():
         rnn.targets.copy_(rnn.run(x_seq, w_rnn)[1])
     torch.testing.assert_close(rnn.matrix(x_seq), w_rnn, rtol=1e-7, atol=1e-7)
+    # and the convolution: targets of every position of every realisation sequence
+    conv = TSConv1d(2, 3, 3, rows=8, length=6, lam=1e-12).to(F64)
+    w_conv = torch.randn(7, 3, generator=g, dtype=F64)
+    a = conv.patches(x_seq)[0].flatten(0, 1)
+    with torch.no_grad():
+        conv.dense.targets.copy_(a @ w_conv)
+    torch.testing.assert_close(conv.dense.matrix(a), w_conv, rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "rnn"])
+@pytest.mark.parametrize("kind", ["mlp", "rnn", "cnn"])
 def test_scu_and_ocu_coincide_when_targets_are_achievable(kind: str) -> None:
     """(2) After projection with λ = 0 every target is exactly achievable: both modes solve the same weights."""
     torch.manual_seed(3)
     if kind == "mlp":
         model = TargetSpaceMLP(d_model=4, n_layers=2, seq_len=1, d_input=2, realisation_size=40, lam=0.0).to(F64)
-    else:
+    elif kind == "rnn":
         model = TargetSpaceRNN(d_model=3, d_input=2, realisation_size=6, realisation_len=5, lam=0.0).to(F64)
+    else:
+        model = TargetSpaceCNN(d_model=3, d_input=2, realisation_size=6, realisation_len=5, lam=0.0).to(F64)
     model.project_targets()  # in float64 now, so the achieved sums are exact to rounding
     scu = model.matrices()
     model.mode = "ocu"
@@ -105,7 +114,7 @@ def test_scu_and_ocu_coincide_when_targets_are_achievable(kind: str) -> None:
     assert not torch.allclose(scu2[-1], model.matrices()[-1], atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "rnn"])
+@pytest.mark.parametrize("kind", ["mlp", "rnn", "cnn"])
 @pytest.mark.parametrize("mode", ["scu", "ocu"])
 def test_target_gradient_matches_finite_differences(kind: str, mode: str) -> None:
     """(3) d loss / d targets through the solves, against central differences in float64."""
@@ -116,8 +125,8 @@ def test_target_gradient_matches_finite_differences(kind: str, mode: str) -> Non
         x = torch.randn(7, 1, 2, generator=g, dtype=F64)
         y = torch.randint(0, 2, (7,), generator=g)
     else:
-        model = TargetSpaceRNN(d_model=3, d_input=1, realisation_size=3, realisation_len=4, lam=1e-2,
-                               mode=mode).to(F64)
+        cls = TargetSpaceRNN if kind == "rnn" else TargetSpaceCNN
+        model = cls(d_model=3, d_input=1, realisation_size=3, realisation_len=4, lam=1e-2, mode=mode).to(F64)
         x = torch.randn(5, 6, 1, generator=g, dtype=F64)
         y = torch.randint(0, 2, (5, 6), generator=g)
     names = [n for n, _ in model.named_parameters()]
