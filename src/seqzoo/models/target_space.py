@@ -161,6 +161,26 @@ class _TargetSpaceSequence(nn.Module):
     realisation_len: int
     projection_init: bool
 
+    def _options(self, space: str, mode: str, lam: float, target_std: float, projection_init: bool,
+                 realisation_size: int, realisation_len: int, **sizes: int) -> None:
+        """Check the shared arguments and the integer ``sizes`` (>= 1), and keep them as attributes."""
+        who = type(self).__name__
+        _check_options(who, space, mode, lam, realisation_size, target_std)
+        for name, v in {**sizes, "realisation_len": realisation_len}.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{who}: {name} must be an integer >= 1, got {v!r}")
+            setattr(self, name, v)
+        self.space, self.mode, self.projection_init = space, mode, projection_init
+        self.realisation_size = realisation_size
+
+    def _realise(self) -> None:
+        """In target space: the fixed-noise realisation sequences, then the projection init."""
+        if self.space == "target":
+            self.register_buffer("realisation", torch.randn(self.realisation_size, self.realisation_len,
+                                                            self.d_input))
+            if self.projection_init:
+                self.project_targets()
+
     def project_targets(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
@@ -202,22 +222,13 @@ class TargetSpaceRNN(_TargetSpaceSequence):
                  realisation_size: int = 100, realisation_len: int = 70, lam: float = 1e-3, mode: str = "scu",
                  projection_init: bool = True, target_std: float = 1.0) -> None:
         super().__init__()
-        _check_options("TargetSpaceRNN", space, mode, lam, realisation_size, target_std)
-        for name, v in (("d_model", d_model), ("d_input", d_input), ("d_output", d_output),
-                        ("realisation_len", realisation_len)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TargetSpaceRNN: {name} must be an integer >= 1, got {v!r}")
-        self.space, self.mode, self.projection_init = space, mode, projection_init
-        self.d_model, self.d_input, self.d_output = d_model, d_input, d_output
-        self.realisation_size, self.realisation_len = realisation_size, realisation_len
+        self._options(space, mode, lam, target_std, projection_init, realisation_size, realisation_len,
+                      d_model=d_model, d_input=d_input, d_output=d_output)
         self.rnn = TSRNN(d_input, d_model, space=space, rows=realisation_size, length=realisation_len, lam=lam,
                          target_std=target_std)
         self.head = TSDense(d_model, d_output, space=space, rows=realisation_size * realisation_len, lam=lam,
                             target_std=target_std)
-        if space == "target":
-            self.register_buffer("realisation", torch.randn(realisation_size, realisation_len, d_input))
-            if projection_init:
-                self.project_targets()
+        self._realise()
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor]:
         dtype = dtype or next(self.parameters()).dtype
@@ -272,23 +283,14 @@ class TargetSpaceCNN(_TargetSpaceSequence):
                  d_input: int = 1, d_output: int = 2, realisation_size: int = 50, realisation_len: int = 70,
                  lam: float = 1e-3, mode: str = "scu", projection_init: bool = True, target_std: float = 1.0) -> None:
         super().__init__()
-        _check_options("TargetSpaceCNN", space, mode, lam, realisation_size, target_std)
-        for name, v in (("d_model", d_model), ("n_layers", n_layers), ("kernel_size", kernel_size),
-                        ("d_input", d_input), ("d_output", d_output), ("realisation_len", realisation_len)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TargetSpaceCNN: {name} must be an integer >= 1, got {v!r}")
-        self.space, self.mode, self.projection_init = space, mode, projection_init
-        self.d_model, self.d_input, self.d_output = d_model, d_input, d_output
-        self.realisation_size, self.realisation_len = realisation_size, realisation_len
+        self._options(space, mode, lam, target_std, projection_init, realisation_size, realisation_len,
+                      d_model=d_model, n_layers=n_layers, kernel_size=kernel_size, d_input=d_input, d_output=d_output)
         rows = {"rows": realisation_size, "length": realisation_len, "lam": lam, "target_std": target_std}
         self.convs = nn.ModuleList(TSConv1d(d_input if i == 0 else d_model, d_model, kernel_size, space=space, **rows)
                                    for i in range(n_layers))
         self.head = TSDense(d_model, d_output, space=space, rows=realisation_size * realisation_len, lam=lam,
                             target_std=target_std)
-        if space == "target":
-            self.register_buffer("realisation", torch.randn(realisation_size, realisation_len, d_input))
-            if projection_init:
-                self.project_targets()
+        self._realise()
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor, ...]:
         dtype = dtype or next(self.parameters()).dtype
