@@ -258,3 +258,29 @@ def test_bit_delay_targets_follow_their_definition(op: str) -> None:
                 carry, bit = divmod(a + b + carry, 2)
                 want.append(bit)
         assert target[delay:] == want
+
+
+def test_resume_is_bit_identical(tmp_path) -> None:
+    """The realisation is a saved buffer and the targets ordinary parameters: a stopped and resumed run ends equal."""
+    from seqzoo.training import Trainer
+    from seqzoo.training.checkpoint import load_checkpoint
+
+    class StopAtThree(Trainer):  # stops the way a time budget does, after step 3
+        def train_step(self) -> bool:
+            if self.done == 3:
+                self.status = "time_budget"
+                return False
+            return super().train_step()
+
+    torch.set_num_threads(1)
+    args = {"model_args": {"d_model": 4, "realisation_size": 20, "realisation_len": 8},
+            "task_args": {"delay": 3, "n_scored": 5, "n_train": 40, "n_valid": 8, "n_test": 8},
+            "config": {"steps": 6, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2, "progress": False,
+                       "tensorboard": False}}
+    whole = Trainer("ts_rnn", "bit_delay", out=tmp_path, run_name="whole", **args).run()
+    part = StopAtThree("ts_rnn", "bit_delay", out=tmp_path, run_name="part", **args).run()
+    assert part.status == "time_budget" and part.steps == 3
+    done = Trainer("ts_rnn", "bit_delay", out=tmp_path, run_name="part", resume=True, **args).run()
+    a, b = load_checkpoint(whole.run_dir), load_checkpoint(done.run_dir)
+    assert a.step == b.step == 6 and "realisation" in a.model
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
