@@ -25,6 +25,7 @@ CANDIDATES = [
     ("arma_sim", {}),
     ("tomita", {}),
     ("listops", {}),
+    ("two_spirals", {}),
 ]
 
 

@@ -16,8 +16,8 @@ from torch.func import functional_call
 
 import seqzoo
 from seqzoo.errors import ConfigError
-from seqzoo.layers.target_space import TSRNN, TSDense, with_bias
-from seqzoo.models.target_space import TargetSpaceMLP, TargetSpaceRNN
+from seqzoo.layers.target_space import TSRNN, TSConv1d, TSDense, with_bias
+from seqzoo.models.target_space import TargetSpaceCNN, TargetSpaceMLP, TargetSpaceRNN
 from seqzoo.ops.ridge import ridge_solve, ridge_solve_reference
 from seqzoo.tasks import create_task
 from seqzoo.training.config import OPTIMIZERS
@@ -79,16 +79,25 @@ def test_exact_targets_recover_the_true_weights() -> None:
     with torch.no_grad():
         rnn.targets.copy_(rnn.run(x_seq, w_rnn)[1])
     torch.testing.assert_close(rnn.matrix(x_seq), w_rnn, rtol=1e-7, atol=1e-7)
+    # and the convolution: targets of every position of every realisation sequence
+    conv = TSConv1d(2, 3, 3, rows=8, length=6, lam=1e-12).to(F64)
+    w_conv = torch.randn(7, 3, generator=g, dtype=F64)
+    a = conv.patches(x_seq)[0].flatten(0, 1)
+    with torch.no_grad():
+        conv.dense.targets.copy_(a @ w_conv)
+    torch.testing.assert_close(conv.dense.matrix(a), w_conv, rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "rnn"])
+@pytest.mark.parametrize("kind", ["mlp", "rnn", "cnn"])
 def test_scu_and_ocu_coincide_when_targets_are_achievable(kind: str) -> None:
     """(2) After projection with λ = 0 every target is exactly achievable: both modes solve the same weights."""
     torch.manual_seed(3)
     if kind == "mlp":
         model = TargetSpaceMLP(d_model=4, n_layers=2, seq_len=1, d_input=2, realisation_size=40, lam=0.0).to(F64)
-    else:
+    elif kind == "rnn":
         model = TargetSpaceRNN(d_model=3, d_input=2, realisation_size=6, realisation_len=5, lam=0.0).to(F64)
+    else:
+        model = TargetSpaceCNN(d_model=3, d_input=2, realisation_size=6, realisation_len=5, lam=0.0).to(F64)
     model.project_targets()  # in float64 now, so the achieved sums are exact to rounding
     scu = model.matrices()
     model.mode = "ocu"
@@ -105,7 +114,7 @@ def test_scu_and_ocu_coincide_when_targets_are_achievable(kind: str) -> None:
     assert not torch.allclose(scu2[-1], model.matrices()[-1], atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "rnn"])
+@pytest.mark.parametrize("kind", ["mlp", "rnn", "cnn"])
 @pytest.mark.parametrize("mode", ["scu", "ocu"])
 def test_target_gradient_matches_finite_differences(kind: str, mode: str) -> None:
     """(3) d loss / d targets through the solves, against central differences in float64."""
@@ -116,8 +125,8 @@ def test_target_gradient_matches_finite_differences(kind: str, mode: str) -> Non
         x = torch.randn(7, 1, 2, generator=g, dtype=F64)
         y = torch.randint(0, 2, (7,), generator=g)
     else:
-        model = TargetSpaceRNN(d_model=3, d_input=1, realisation_size=3, realisation_len=4, lam=1e-2,
-                               mode=mode).to(F64)
+        cls = TargetSpaceRNN if kind == "rnn" else TargetSpaceCNN
+        model = cls(d_model=3, d_input=1, realisation_size=3, realisation_len=4, lam=1e-2, mode=mode).to(F64)
         x = torch.randn(5, 6, 1, generator=g, dtype=F64)
         y = torch.randint(0, 2, (5, 6), generator=g)
     names = [n for n, _ in model.named_parameters()]
@@ -249,3 +258,29 @@ def test_bit_delay_targets_follow_their_definition(op: str) -> None:
                 carry, bit = divmod(a + b + carry, 2)
                 want.append(bit)
         assert target[delay:] == want
+
+
+def test_resume_is_bit_identical(tmp_path) -> None:
+    """The realisation is a saved buffer and the targets ordinary parameters: a stopped and resumed run ends equal."""
+    from seqzoo.training import Trainer
+    from seqzoo.training.checkpoint import load_checkpoint
+
+    class StopAtThree(Trainer):  # stops the way a time budget does, after step 3
+        def train_step(self) -> bool:
+            if self.done == 3:
+                self.status = "time_budget"
+                return False
+            return super().train_step()
+
+    torch.set_num_threads(1)
+    args = {"model_args": {"d_model": 4, "realisation_size": 20, "realisation_len": 8},
+            "task_args": {"delay": 3, "n_scored": 5, "n_train": 40, "n_valid": 8, "n_test": 8},
+            "config": {"steps": 6, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2, "progress": False,
+                       "tensorboard": False}}
+    whole = Trainer("ts_rnn", "bit_delay", out=tmp_path, run_name="whole", **args).run()
+    part = StopAtThree("ts_rnn", "bit_delay", out=tmp_path, run_name="part", **args).run()
+    assert part.status == "time_budget" and part.steps == 3
+    done = Trainer("ts_rnn", "bit_delay", out=tmp_path, run_name="part", resume=True, **args).run()
+    a, b = load_checkpoint(whole.run_dir), load_checkpoint(done.run_dir)
+    assert a.step == b.step == 6 and "realisation" in a.model
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)

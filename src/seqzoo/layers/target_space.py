@@ -12,6 +12,8 @@ architecture and forward), so a comparison changes one argument.
 * ``TSRNN``: the tanh RNN ``h_t = tanh([1, x_t, h_{t-1}] W)``; targets ``T (B̄, L̄, n)`` of every hidden
   pre-activation of the realisation sequences. One solve over all ``(b, t)`` rows ``[1, x̄_{b,t}, tanh(T_{b,t-1})]``
   (``tanh(T_{b,-1}) = 0``) gives the input and recurrent weights together, as the official ``TSRNNDense``.
+* ``TSConv1d``: a causal 1-D convolution; the solve's rows are every position of every realisation sequence, its
+  inputs their ``k``-step patches, as the official ``TSConv2D`` does with image patches.
 
 How a realisation batch is propagated from layer to layer (``MODES``): ``"scu"`` (sequential cascade untangling,
 the paper's recommended variant) passes on what the computed weights actually achieve (``act(Ā W)``, for the RNN
@@ -139,3 +141,37 @@ class TSRNN(nn.Module):
     def realised(self, x_bar: Tensor, weight: Tensor, mode: str) -> Tensor:
         """The realisation's hidden states passed on: running the RNN on ``x̄`` (SCU) or ``tanh(T)`` (OCU)."""
         return self.run(x_bar, weight)[0] if mode == "scu" else torch.tanh(self.targets)
+
+
+class TSConv1d(nn.Module):
+    """A causal 1-D convolution ``y_t = [1, x_{t-k+1}, ..., x_t] W`` in target or weight space.
+
+    As the official ``TSConv2D``: the rows of the solve are every position of every realisation sequence, the input
+    matrix their ``k``-step patches (plus the bias column), the targets the desired channel sums at each position
+    (``(rows · length, d_out)``). Positions before the start read zeros (or the carried history).
+    """
+
+    def __init__(self, d_in: int, d_out: int, kernel_size: int, *, space: str = "target", rows: int | None = None,
+                 length: int | None = None, lam: float = 1e-3, target_std: float = 1.0) -> None:
+        super().__init__()
+        self.d_in, self.d_out, self.kernel_size = d_in, d_out, kernel_size
+        self.dense = TSDense(kernel_size * d_in, d_out, space=space,
+                             rows=None if rows is None or length is None else rows * length, lam=lam,
+                             target_std=target_std)
+
+    def patches(self, x: Tensor, history: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``([1, patch] (B, L, 1 + k·d_in), the padded input (B, k - 1 + L, d_in))`` of ``x (B, L, d_in)``."""
+        k = self.kernel_size
+        if history is None:
+            history = x.new_zeros(x.shape[0], k - 1, self.d_in)
+        padded = torch.cat([history, x], 1)
+        windows = padded.unfold(1, k, 1)  # (B, L, d_in, k): window t covers padded t .. t + k - 1
+        return with_bias(windows.transpose(2, 3).flatten(2)), padded
+
+    def history(self, padded: Tensor, lengths: Tensor | None) -> Tensor:
+        """The last ``k - 1`` inputs before each sequence's end (its last real position where ``lengths`` is given)."""
+        k, L = self.kernel_size, padded.shape[1] - (self.kernel_size - 1)
+        if lengths is None:
+            return padded[:, L:]
+        index = lengths[:, None] + torch.arange(k - 1, device=padded.device)  # padded positions n_i .. n_i + k - 2
+        return torch.gather(padded, 1, index[..., None].expand(-1, -1, self.d_in))

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.layers.protocol import check_input, check_mask
-from seqzoo.layers.target_space import MODES, SPACES, TSRNN, TSDense, with_bias
+from seqzoo.layers.target_space import MODES, SPACES, TSRNN, TSConv1d, TSDense, with_bias
 from seqzoo.models.feedforward import ACTIVATIONS, ImageClassifier
 from seqzoo.models.registry import register_model
 
@@ -146,7 +146,63 @@ class TargetSpaceMLP(ImageClassifier):
             self.project_targets()
 
 
-class TargetSpaceRNN(nn.Module):
+class _TargetSpaceSequence(nn.Module):
+    """Shared by the sequence models: protocol flags, ``step`` and the realisation of ``realisation_size`` sequences
+    of ``realisation_len`` steps."""
+
+    input_names = ("inputs", "mask")
+    decoder = "step"
+    is_causal = True
+    supports_step = True
+    step_exact_in_train = True
+    space: str
+    d_input: int
+    realisation_size: int
+    realisation_len: int
+    projection_init: bool
+
+    def _options(self, space: str, mode: str, lam: float, target_std: float, projection_init: bool,
+                 realisation_size: int, realisation_len: int, **sizes: int) -> None:
+        """Check the shared arguments and the integer ``sizes`` (>= 1), and keep them as attributes."""
+        who = type(self).__name__
+        _check_options(who, space, mode, lam, realisation_size, target_std)
+        for name, v in {**sizes, "realisation_len": realisation_len}.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{who}: {name} must be an integer >= 1, got {v!r}")
+            setattr(self, name, v)
+        self.space, self.mode, self.projection_init = space, mode, projection_init
+        self.realisation_size = realisation_size
+
+    def _realise(self) -> None:
+        """In target space: the fixed-noise realisation sequences, then the projection init."""
+        if self.space == "target":
+            self.register_buffer("realisation", torch.randn(self.realisation_size, self.realisation_len,
+                                                            self.d_input))
+            if self.projection_init:
+                self.project_targets()
+
+    def project_targets(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def step(self, x_t: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One step ``(B, d_input) -> (B, d_output)`` (solves the weights again; cache them for long generation)."""
+        y, state = self(x_t.unsqueeze(1), state)
+        return y.squeeze(1), state
+
+    @torch.no_grad()
+    def set_realisation(self, inputs: Tensor) -> None:
+        """Use the first ``realisation_size`` sequences of ``inputs (N, L >= realisation_len, d_input)``, cut to
+        ``realisation_len`` steps, as ``X̄`` (then project)."""
+        if self.space != "target":
+            return
+        rows = _realisation_rows(type(self).__name__, inputs, self.realisation_size,
+                                 (self.realisation_len, self.d_input))
+        self.realisation.copy_(rows.to(self.realisation))
+        if self.projection_init:
+            self.project_targets()
+
+
+class TargetSpaceRNN(_TargetSpaceSequence):
     """A tanh RNN (``TSRNN``) with a dense output layer, both in target or in weight space (the paper's RNN tasks).
 
     Outputs logits at every step (``decoder = "step"``); the state is the hidden vector. In target space the
@@ -162,32 +218,17 @@ class TargetSpaceRNN(nn.Module):
         lam, mode, projection_init, target_std: as ``TargetSpaceMLP``.
     """
 
-    input_names = ("inputs", "mask")
-    decoder = "step"
-    is_causal = True
-    supports_step = True
-    step_exact_in_train = True
-
     def __init__(self, *, space: str = "target", d_model: int = 23, d_input: int = 1, d_output: int = 2,
                  realisation_size: int = 100, realisation_len: int = 70, lam: float = 1e-3, mode: str = "scu",
                  projection_init: bool = True, target_std: float = 1.0) -> None:
         super().__init__()
-        _check_options("TargetSpaceRNN", space, mode, lam, realisation_size, target_std)
-        for name, v in (("d_model", d_model), ("d_input", d_input), ("d_output", d_output),
-                        ("realisation_len", realisation_len)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TargetSpaceRNN: {name} must be an integer >= 1, got {v!r}")
-        self.space, self.mode, self.projection_init = space, mode, projection_init
-        self.d_model, self.d_input, self.d_output = d_model, d_input, d_output
-        self.realisation_size, self.realisation_len = realisation_size, realisation_len
+        self._options(space, mode, lam, target_std, projection_init, realisation_size, realisation_len,
+                      d_model=d_model, d_input=d_input, d_output=d_output)
         self.rnn = TSRNN(d_input, d_model, space=space, rows=realisation_size, length=realisation_len, lam=lam,
                          target_std=target_std)
         self.head = TSDense(d_model, d_output, space=space, rows=realisation_size * realisation_len, lam=lam,
                             target_std=target_std)
-        if space == "target":
-            self.register_buffer("realisation", torch.randn(realisation_size, realisation_len, d_input))
-            if projection_init:
-                self.project_targets()
+        self._realise()
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor]:
         dtype = dtype or next(self.parameters()).dtype
@@ -215,11 +256,6 @@ class TargetSpaceRNN(nn.Module):
         hidden, _, h = self.rnn.run(inputs, w_rnn, h, mask)
         return with_bias(hidden) @ w_out, (h,)
 
-    def step(self, x_t: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor]]:
-        """One step ``(B, d_input) -> (B, d_output)`` (solves the weights again; cache them for long generation)."""
-        y, state = self(x_t.unsqueeze(1), state)
-        return y.squeeze(1), state
-
     @torch.no_grad()
     def project_targets(self) -> None:
         """Projection init: the targets become the sums the solved weights achieve on ``X̄``."""
@@ -230,17 +266,84 @@ class TargetSpaceRNN(nn.Module):
         self.rnn.targets.copy_(sums)
         self.head.targets.copy_(with_bias(hidden).flatten(0, 1) @ w_out)
 
+
+class TargetSpaceCNN(_TargetSpaceSequence):
+    """A causal 1-D CNN (``n_layers`` tanh ``TSConv1d`` of ``kernel_size`` taps) with a dense output per step, in
+    target or weight space. The state is each layer's last ``kernel_size - 1`` inputs, so chunks and ``step``
+    continue a sequence exactly.
+
+    Args:
+        space: ``"target"`` or ``"weight"``.
+        d_model, n_layers, kernel_size: channels, layers and taps of the convolutions.
+        d_input, d_output: input features and output logits.
+        realisation_size, realisation_len, lam, mode, projection_init, target_std: as ``TargetSpaceRNN``.
+    """
+
+    def __init__(self, *, space: str = "target", d_model: int = 16, n_layers: int = 2, kernel_size: int = 3,
+                 d_input: int = 1, d_output: int = 2, realisation_size: int = 50, realisation_len: int = 70,
+                 lam: float = 1e-3, mode: str = "scu", projection_init: bool = True, target_std: float = 1.0) -> None:
+        super().__init__()
+        self._options(space, mode, lam, target_std, projection_init, realisation_size, realisation_len,
+                      d_model=d_model, n_layers=n_layers, kernel_size=kernel_size, d_input=d_input, d_output=d_output)
+        rows = {"rows": realisation_size, "length": realisation_len, "lam": lam, "target_std": target_std}
+        self.convs = nn.ModuleList(TSConv1d(d_input if i == 0 else d_model, d_model, kernel_size, space=space, **rows)
+                                   for i in range(n_layers))
+        self.head = TSDense(d_model, d_output, space=space, rows=realisation_size * realisation_len, lam=lam,
+                            target_std=target_std)
+        self._realise()
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor, ...]:
+        dtype = dtype or next(self.parameters()).dtype
+        return tuple(torch.zeros(batch_size, c.kernel_size - 1, c.d_in, device=device, dtype=dtype)
+                     for c in self.convs)
+
+    def matrices(self) -> list[Tensor]:
+        """Every convolution's and the output layer's weights (solved layer by layer on ``X̄`` in target space)."""
+        if self.space == "weight":
+            return [c.dense.weight for c in self.convs] + [self.head.weight]
+        x, out = self.realisation, []
+        for conv in self.convs:
+            a = conv.patches(x)[0].flatten(0, 1)
+            w = conv.dense.matrix(a)
+            out.append(w)
+            x = torch.tanh(conv.dense.sums(a, w, self.mode)).view(*x.shape[:2], -1)
+        return out + [self.head.matrix(with_bias(x).flatten(0, 1))]
+
+    def run(self, x: Tensor, matrices: list[Tensor], state: tuple[Tensor, ...] | None = None,
+            lengths: Tensor | None = None) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+        """``(every layer's pre-activations, the last of them the outputs; the new state)`` of ``x (B, L, d_input)``."""
+        sums, history = [], []
+        for i, conv in enumerate(self.convs):
+            a, padded = conv.patches(x, state[i] if state is not None else None)
+            history.append(conv.history(padded, lengths))
+            sums.append(a @ matrices[i])
+            x = torch.tanh(sums[-1])
+        sums.append(with_bias(x) @ matrices[-1])
+        return sums, tuple(history)
+
+    def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None, *, mask: Tensor | None = None
+                ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        check_input(inputs, self.d_input, "TargetSpaceCNN")
+        mask = check_mask(mask, inputs, "TargetSpaceCNN")
+        if state is not None and len(state) == 0:
+            state = None
+        if state is not None:
+            want = [(inputs.shape[0], c.kernel_size - 1, c.d_in) for c in self.convs]
+            if [tuple(s.shape) for s in state] != want:
+                raise ValueError(f"TargetSpaceCNN: state must be one tensor per layer of shapes {want}, got "
+                                 f"{[tuple(s.shape) for s in state]}")
+        lengths = mask.long().sum(1) if mask is not None else None
+        sums, history = self.run(inputs, self.matrices(), state, lengths)
+        return sums[-1], history
+
     @torch.no_grad()
-    def set_realisation(self, inputs: Tensor) -> None:
-        """Use the first ``realisation_size`` sequences of ``inputs (N, L >= realisation_len, d_input)``, cut to
-        ``realisation_len`` steps, as ``X̄`` (then project)."""
+    def project_targets(self) -> None:
+        """Projection init: the targets become the sums the solved weights achieve on ``X̄``."""
         if self.space != "target":
             return
-        rows = _realisation_rows("TargetSpaceRNN", inputs, self.realisation_size,
-                                 (self.realisation_len, self.d_input))
-        self.realisation.copy_(rows.to(self.realisation))
-        if self.projection_init:
-            self.project_targets()
+        sums, _ = self.run(self.realisation, self.matrices())
+        for layer, s in zip([c.dense for c in self.convs] + [self.head], sums):
+            layer.targets.copy_(s.flatten(0, 1))
 
 
 _MLP_TINY = {"seq_len": 7, "realisation_size": 12}  # the conformance suite feeds (3, 7, d_input=3) features
@@ -254,6 +357,10 @@ _PRESETS = [
      "projection init)", "rnn", _RNN_TINY),
     ("ws_rnn", TargetSpaceRNN, "weight", "the ts_rnn network in weight space (tanh RNN + dense output, Glorot init)",
      "rnn", _RNN_TINY),
+    ("ts_cnn", TargetSpaceCNN, "target", "target-space causal 1-D CNN (2 x 16 channels, 3 taps, tanh) with a dense "
+     "output per step (SCU, projection init)", "conv", _RNN_TINY),
+    ("ws_cnn", TargetSpaceCNN, "weight", "the ts_cnn network in weight space (causal 1-D convolutions, Glorot init)",
+     "conv", _RNN_TINY),
 ]
 for _name, _builder, _space, _desc, _kind, _tiny in _PRESETS:
     register_model(_name, _builder, space=_space, description=_desc, paper=PAPER, tags=(_kind, "target-space"),
