@@ -230,9 +230,11 @@ def test_dp_step_is_clipped_sum_plus_noise_over_expected_lot():
         norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
         for n, p in model.named_parameters():
             total[n] += p.grad * min(1.0, 0.05 / norm)
-    g = generator("dp-noise", 0, 5)
-    for n, p in model.named_parameters():
-        want = (total[n] + torch.randn(p.shape, generator=g) * 0.7 * 0.05) / 32
+    noise = torch.randn(sum(p.numel() for p in model.parameters()), generator=generator("dp-noise", 0, 5))
+    at = 0
+    for n, p in model.named_parameters():  # one draw, split in parameter order
+        want = (total[n] + noise[at:at + p.numel()].view(p.shape) * 0.7 * 0.05) / 32
+        at += p.numel()
         torch.testing.assert_close(got[n], want, rtol=1e-4, atol=1e-6)
 
 
