@@ -308,6 +308,10 @@ def test_private_run_records_epsilon_in_config_and_metrics(tmp_path):
     assert r.test["dp_epsilon"] == pytest.approx(cfg["epsilon"], abs=1e-5) and r.test["dp_sigma"] == 1.5
     rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("dp_lot" in row for row in rows if row["split"] == "train")
+    from seqzoo.experiments.compare import format_table, group_runs, load_runs
+
+    table = format_table(group_runs(load_runs([str(tmp_path)]), "accuracy"), "accuracy")
+    assert "eps (delta)" in table and f"{r.test['dp_epsilon']:.3g} (1e-05)" in table
     with pytest.raises(ConfigError, match="statistics of the whole batch"):
         train("mlp_bn", "digits", task_args={"layout": "rows"}, config={"steps": 1, "privacy": {"sigma": 1.0}},
               out=tmp_path, index=False)
