@@ -291,6 +291,8 @@ def test_privacy_settings_errors_are_one_line():
         check_settings({"sigma": -1})
     with pytest.raises(ConfigError, match="'privacy' must be a dict"):
         check_settings(1.0)
+    with pytest.raises(ConfigError, match="'public_split' must be valid, test or null"):
+        check_settings({"sigma": 1.0, "public_split": "train"})  # the private rows are never the public batch
 
 
 def test_private_run_records_epsilon_in_config_and_metrics(tmp_path):

@@ -86,7 +86,7 @@ def check_settings(privacy: Any) -> dict[str, Any]:
         raise ConfigError(f"privacy 'accountant' must be one of {', '.join(ACCOUNTANTS)}, got {out['accountant']!r}")
     if out["per_sample"] not in PER_SAMPLE:
         raise ConfigError(f"privacy 'per_sample' must be one of {', '.join(PER_SAMPLE)}, got {out['per_sample']!r}")
-    if out["public_split"] is not None and out["public_split"] not in ("train", "valid", "test"):
+    if out["public_split"] is not None and out["public_split"] not in ("valid", "test"):  # never the private rows
         raise ConfigError(f"privacy 'public_split' must be valid, test or null, got {out['public_split']!r}")
     if not isinstance(out["replication"], bool):
         raise ConfigError(f"privacy 'replication' must be true or false, got {out['replication']!r}")
