@@ -230,9 +230,11 @@ def test_dp_step_is_clipped_sum_plus_noise_over_expected_lot():
         norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
         for n, p in model.named_parameters():
             total[n] += p.grad * min(1.0, 0.05 / norm)
-    g = generator("dp-noise", 0, 5)
-    for n, p in model.named_parameters():
-        want = (total[n] + torch.randn(p.shape, generator=g) * 0.7 * 0.05) / 32
+    noise = torch.randn(sum(p.numel() for p in model.parameters()), generator=generator("dp-noise", 0, 5))
+    at = 0
+    for n, p in model.named_parameters():  # one draw, split in parameter order
+        want = (total[n] + noise[at:at + p.numel()].view(p.shape) * 0.7 * 0.05) / 32
+        at += p.numel()
         torch.testing.assert_close(got[n], want, rtol=1e-4, atol=1e-6)
 
 
@@ -289,6 +291,8 @@ def test_privacy_settings_errors_are_one_line():
         check_settings({"sigma": -1})
     with pytest.raises(ConfigError, match="'privacy' must be a dict"):
         check_settings(1.0)
+    with pytest.raises(ConfigError, match="'public_split' must be valid, test or null"):
+        check_settings({"sigma": 1.0, "public_split": "train"})  # the private rows are never the public batch
 
 
 def test_private_run_records_epsilon_in_config_and_metrics(tmp_path):
@@ -306,6 +310,10 @@ def test_private_run_records_epsilon_in_config_and_metrics(tmp_path):
     assert r.test["dp_epsilon"] == pytest.approx(cfg["epsilon"], abs=1e-5) and r.test["dp_sigma"] == 1.5
     rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("dp_lot" in row for row in rows if row["split"] == "train")
+    from seqzoo.experiments.compare import format_table, group_runs, load_runs
+
+    table = format_table(group_runs(load_runs([str(tmp_path)]), "accuracy"), "accuracy")
+    assert "eps (delta)" in table and f"{r.test['dp_epsilon']:.3g} (1e-05)" in table
     with pytest.raises(ConfigError, match="statistics of the whole batch"):
         train("mlp_bn", "digits", task_args={"layout": "rows"}, config={"steps": 1, "privacy": {"sigma": 1.0}},
               out=tmp_path, index=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqzoo.models import create_model
-from seqzoo.training.config import PRESENTATION_FIELDS, TrainConfig
+from seqzoo.training.config import PRESENTATION_FIELDS, UNHASHED_WHEN_NONE, TrainConfig
 from seqzoo.training.runs import run_hash
 from seqzoo.training.schedule import LRSchedule, build_optimizer, optimizer_params
 
@@ -63,5 +63,6 @@ def test_trains_and_run_name_unchanged_when_off(tmp_path) -> None:
     resolved = json.loads((off.run_dir / "config.json").read_text())
     assert resolved["train"].pop("ssm_lr") is None
     hashed = {k: resolved[k] for k in ("model", "model_args", "task", "task_args", "train")}
-    hashed["train"] = {k: v for k, v in hashed["train"].items() if k not in PRESENTATION_FIELDS}
+    hashed["train"] = {k: v for k, v in hashed["train"].items()  # other late fields left unset: out of the hash too
+                       if k not in PRESENTATION_FIELDS and not (k in UNHASHED_WHEN_NONE and v is None)}
     assert off.run_dir.name.endswith(run_hash(hashed))

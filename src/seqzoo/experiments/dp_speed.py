@@ -9,7 +9,8 @@ Three optimizer steps on one fixed lot of ``lot`` training examples (SGD, the mo
 
 Rounds are interleaved (plain, seqzoo, opacus, then again) after warm-up; the median over rounds is reported and
 every round is kept, so the spread under load is visible. ``python -m seqzoo.experiments.dp_speed`` prints the
-digits MLP of the ``dp-norm`` card.
+digits MLP of the ``dp-norm`` card (no norm and LayerNorm, 1 thread). The seqzoo step of these models uses ghost
+clipping (``training/ghost_clip.py``); Opacus 1.6's default ``GradSampleModule`` materializes per-example gradients.
 """
 
 from __future__ import annotations
@@ -100,11 +101,16 @@ def card_model_and_task(norm: str | None = None) -> tuple[nn.Module, Any]:
 
 
 def main() -> None:  # pragma: no cover - a command-line entry
-    import json
-
-    model, task = card_model_and_task()
-    out = dp_step_times(model, task)
-    print(json.dumps({k: v for k, v in out.items() if k != "rounds"}, indent=1))
+    """Print the three step times of the card's MLP (no norm and LayerNorm) on 1 thread, lot 64."""
+    torch.set_num_threads(1)
+    for norm in (None, "layer"):
+        model, task = card_model_and_task(norm)
+        out = dp_step_times(model, task, rounds=7, steps_per_round=20)
+        ms = {k: round(1000 * v, 3) for k, v in out["seconds"].items()}
+        print(f"norm={norm}: median ms/step {ms}; seqzoo/plain {out['ratio_seqzoo_plain']:.2f} (rounds "
+              f"{min(out['per_round_seqzoo_plain']):.2f}-{max(out['per_round_seqzoo_plain']):.2f}); opacus/plain "
+              f"{out['ratio_opacus_plain']:.2f}; seqzoo/opacus {out['ratio_seqzoo_opacus']:.3f} (rounds "
+              f"{min(out['per_round_seqzoo_opacus']):.3f}-{max(out['per_round_seqzoo_opacus']):.3f})")
 
 
 if __name__ == "__main__":  # pragma: no cover

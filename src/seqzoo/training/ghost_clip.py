@@ -16,6 +16,7 @@ public rows receive gradient from every example, which cannot be split per examp
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -42,6 +43,18 @@ def supports(model: nn.Module, task: Any) -> bool:
     return True
 
 
+_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], dict[int, str]]] = weakref.WeakKeyDictionary()
+
+
+def _layout(model: nn.Module) -> tuple[list[nn.Module], dict[int, str]]:
+    """The supported modules with trainable parameters, and parameter names by id (computed once per model)."""
+    if model not in _LAYOUTS:
+        mods = [m for m in model.modules()
+                if isinstance(m, SUPPORTED) and any(p.requires_grad for p in m.parameters(recurse=False))]
+        _LAYOUTS[model] = (mods, {id(p): n for n, p in model.named_parameters()})
+    return _LAYOUTS[model]
+
+
 class _Capture:
     """Forward hooks that keep each supported module's input and output."""
 
@@ -49,8 +62,7 @@ class _Capture:
         self.inputs: dict[nn.Module, Tensor] = {}
         self.outputs: dict[nn.Module, Tensor] = {}
         self.reused = False
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                        if isinstance(m, SUPPORTED) and any(p.requires_grad for p in m.parameters(recurse=False))]
+        self.handles = [m.register_forward_hook(self._hook) for m in _layout(model)[0]]
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         self.reused = self.reused or module in self.inputs  # shared weights: per-example sums would be wrong
@@ -120,7 +132,7 @@ def clipped_sum_ghost(model: nn.Module, loss_sum_fn: Any, batch: dict[str, Any],
     mods = list(cap.outputs)
     # gradients of the modules' outputs only: the backward skips every weight gradient (the sums below replace them)
     out_grads = torch.autograd.grad(loss, [cap.outputs[m] for m in mods], allow_unused=True)
-    names = {id(p): n for n, p in model.named_parameters()}
+    names = _layout(model)[1]
     parts = []
     for m, b in zip(mods, out_grads):
         x = cap.inputs[m]

@@ -86,7 +86,7 @@ def check_settings(privacy: Any) -> dict[str, Any]:
         raise ConfigError(f"privacy 'accountant' must be one of {', '.join(ACCOUNTANTS)}, got {out['accountant']!r}")
     if out["per_sample"] not in PER_SAMPLE:
         raise ConfigError(f"privacy 'per_sample' must be one of {', '.join(PER_SAMPLE)}, got {out['per_sample']!r}")
-    if out["public_split"] is not None and out["public_split"] not in ("train", "valid", "test"):
+    if out["public_split"] is not None and out["public_split"] not in ("valid", "test"):  # never the private rows
         raise ConfigError(f"privacy 'public_split' must be valid, test or null, got {out['public_split']!r}")
     if not isinstance(out["replication"], bool):
         raise ConfigError(f"privacy 'replication' must be true or false, got {out['replication']!r}")
@@ -222,10 +222,15 @@ def clipped_sum(grads: dict[str, Tensor], factor: Tensor) -> dict[str, Tensor]:
 def noisy_sum(summed: dict[str, Tensor], params: dict[str, Tensor], sigma: float, clip: float,
               g: torch.Generator) -> dict[str, Tensor]:
     """``Σ_i ḡ_i + N(0, σ² C² I)`` per parameter (a parameter missing from ``summed``, or an empty lot: noise only)."""
-    out = {}
-    for name, p in params.items():
-        noise = torch.randn(p.shape, generator=g, dtype=p.dtype) * (sigma * clip)
-        out[name] = (summed[name] if name in summed else torch.zeros_like(p)) + noise.to(p.device)
+    if not params:
+        return {}
+    dtype = next(iter(params.values())).dtype
+    flat = torch.randn(sum(p.numel() for p in params.values()), generator=g, dtype=dtype) * (sigma * clip)
+    out, at = {}, 0
+    for name, p in params.items():  # one draw for all parameters, split in parameter order
+        noise = flat[at:at + p.numel()].view(p.shape).to(device=p.device, dtype=p.dtype)
+        at += p.numel()
+        out[name] = (summed[name] if name in summed else torch.zeros_like(p)) + noise
     return out
 
 
@@ -266,6 +271,7 @@ class DPSGD(TrainHook):
         self.method = "joint" if not settings.get("guarantee", True) else settings["per_sample"]
         self._last: dict[str, float] = {}
         self._ghost_ok: bool | None = None
+        self._params: tuple[nn.Module, dict[str, Tensor]] | None = None
 
     # ----- the per-example loss -------------------------------------------------------------------------
     def _scores(self, model: nn.Module, batch: Batch):
@@ -309,7 +315,9 @@ class DPSGD(TrainHook):
         return self.data.batch(poisson_lot(len(self.data), self.s["sample_rate"], self.seed, step))
 
     def compute_gradients(self, trainer: Trainer, model: nn.Module, batch: Batch) -> Tensor:
-        params = trainable(model)
+        if self._params is None or self._params[0] is not model:
+            self._params = (model, trainable(model))
+        params = self._params[1]
         n = batch_size_of(batch)
         if n and self._ghost(model, batch):
             summed, norms, mean_loss = clipped_sum_ghost(model, lambda m, b: self.loss(m, b) * batch_size_of(b),

@@ -187,9 +187,10 @@ CARD = register_experiment(ExperimentCard(
                       grid=lambda: _entries(8, 3, (1.0,), ("none", "layer", "group", "batch_public")),
                       note="plumbing only: MLP width 8, 3 steps, sigma 1.0", expected_seconds=25),
         "small": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=lambda: _entries(128, STEPS), workers=2,
-                       expected_seconds=None,
+                       expected_seconds=2129,
                        note="MLP 64-128-128-10 tanh; DP-SGD lot 64, C 1, sigma 1.0 / 1.5, 673 steps (30 epochs); "
-                            "SGD momentum 0.9, lr 0.1; 5 norms x 2 sigmas + the non-private baseline, 3 seeds."),
+                            "SGD momentum 0.9, lr 0.1; 5 norms x 2 sigmas + the non-private baseline, 3 seeds. "
+                            "Wall time measured on 2 heavily shared cores (load 15-23), before ghost clipping."),
     },
     claims=[
         Claim("normalized_beat_no_norm", "Under DP-SGD at equal (eps, delta), LayerNorm, GroupNorm and BN with "
