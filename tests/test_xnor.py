@@ -4,6 +4,11 @@ Linear."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -75,3 +80,24 @@ def test_binary_linear_matches_the_float_w1a1_linear(act_range) -> None:
     assert fast.weight_bytes == 7 * 8 * 8  # 7 rows of 512 bits
     with pytest.raises(Exception, match="w1a1"):
         BinaryLinear.from_linear(Linear(4, 4, quant="w2a2"))
+
+
+_FRESH = textwrap.dedent("""
+    import numpy as np, torch
+    from seqzoo.ops import xnor
+    assert np.float32(1e-40) * np.float32(1) != 0, "denormals flushed before anything ran"
+    assert xnor.kernel_features() is not None, "the xnor kernel did not load although a compiler is present"
+    xnor.binary_matmul(torch.randn(8, 100), torch.randn(4, 100))
+    assert np.float32(1e-40) * np.float32(1) != 0, "flush-to-zero set by loading the xnor kernel"
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0, "torch: a denormal was flushed after the kernel ran"
+    print("OK")
+""")
+
+
+def test_loading_the_kernel_keeps_denormals() -> None:
+    """In a fresh interpreter: building/loading and running the xnor kernel leaves FTZ/DAZ off (IEEE build)."""
+    if native_kernels._compiler() is None:
+        pytest.skip("no C++ compiler: the C kernel cannot be built here")
+    env = {**os.environ, "SEQZOO_NATIVE": "1"}
+    proc = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stdout + proc.stderr[-3000:]
