@@ -101,3 +101,23 @@ def test_loading_the_kernel_keeps_denormals() -> None:
     env = {**os.environ, "SEQZOO_NATIVE": "1"}
     proc = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stdout + proc.stderr[-3000:]
+
+
+def test_binary_mlp_runs_on_the_packed_kernel_with_the_same_outputs() -> None:
+    import copy
+
+    import seqzoo
+    from seqzoo.layers.quant import to_binary_inference
+
+    torch.manual_seed(0)
+    model = seqzoo.create_model("mlp_q", seq_len=8, d_input=8, d_model=64, n_layers=3).eval()
+    for m in model.modules():  # as after training: BN shifts the hidden pre-activations away from exact zeros (at
+        if isinstance(m, torch.nn.BatchNorm1d):  # init a sum of 64 ±α is often exactly 0 on the binary path and
+            m.running_mean.uniform_(-0.3, 0.3)  # ±1 ulp on the float path, and sign(±0) decides the next layer)
+            m.bias.data.uniform_(-0.3, 0.3)
+    x = torch.randn(20, 8, 8)
+    fast = to_binary_inference(copy.deepcopy(model))
+    kinds = [type(m).__name__ for m in fast.body]
+    assert kinds.count("BinaryLinear") == 2 and kinds[0] == "Linear"  # the first layer keeps its real input
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], model(x)[0], rtol=1e-4, atol=1e-4)
