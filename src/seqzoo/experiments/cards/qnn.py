@@ -177,7 +177,7 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "eval_batch_size": 256},
                       grid=lambda: entries(digits_width=16, digits_steps=3, lm_width=8, lm_steps=2, vocab=50,
-                                           bptt=8, lm_batch=4),
+                                           bptt=8, lm_batch=4, noscale=False),
                       workers=1, expected_seconds=60,
                       note="plumbing only, not a result: 3 digits steps, a 8-unit LSTM on PTB capped to 50 words for "
                            "2 steps (needs the PTB files), the binary GEMM at 256×256."),
