@@ -60,20 +60,14 @@ def test_kernel_claim_measures_at_the_tiny_size_without_model_arguments() -> Non
         assert out.numbers["n"] == qnn.KERNEL_N_TINY and out.numbers["speedup_min"] > 0
 
 
-def _ptb_available() -> bool:
+def test_tiny_reproduce(tmp_path) -> None:
     from seqzoo.tasks import create_task
 
     try:
         create_task("lm", dataset="ptb", max_vocab=50)
     except FileNotFoundError:
-        return False
-    return True
-
-
-def test_tiny_reproduce(tmp_path) -> None:
-    if not _ptb_available():
-        pytest.skip("the tiny scale reads the Penn Treebank files (penn-treebank/ptb.*.txt under SEQZOO_DATA or "
-                    "../shared/data), which are not on this machine")
+        pytest.skip("the tiny scale reads the Penn Treebank files (ptb.*.txt under SEQZOO_DATA or ../shared/data), "
+                    "which are not on this machine")
     report = testing.run_tiny("qnn", tmp_path, workers=1)
     assert report.runs_total == 6
     verdicts = {c.name: r for c, r in report.claims}

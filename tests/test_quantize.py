@@ -129,8 +129,9 @@ def test_float_quant_sites_leave_the_cell_unchanged() -> None:
     assert torch.equal(a(x)[0], b(x)[0])
 
 
+@pytest.mark.parametrize("norm", [None, "layer"])
 @pytest.mark.parametrize("native", [True, False])
-def test_lstm_weight_only_quant_fast_path_matches_generic_loop(native: bool) -> None:
+def test_lstm_weight_only_quant_fast_path_matches_generic_loop(native: bool, norm: str | None) -> None:
     """W4/A32 takes the fused LSTM path (C kernels when built) on the quantized weights: equal to the per-step loop,
     and its gradients reach the shadow weights like the loop's."""
     from seqzoo.ops import native_kernels
@@ -138,7 +139,7 @@ def test_lstm_weight_only_quant_fast_path_matches_generic_loop(native: bool) -> 
     native_kernels.set_enabled(native)
     try:
         torch.manual_seed(0)
-        layer = build_layer("lstm", 6, 8, quant="w4a32")
+        layer = build_layer("lstm", 6, 8, quant="w4a32", norm=norm)
         x = torch.randn(4, 9, 6)
         assert layer.cell.sequence_inputs(x, layer.init_state(4), None) is not None  # the fused path applies
         y, _ = layer(x)

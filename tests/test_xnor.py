@@ -4,6 +4,11 @@ Linear."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -75,3 +80,44 @@ def test_binary_linear_matches_the_float_w1a1_linear(act_range) -> None:
     assert fast.weight_bytes == 7 * 8 * 8  # 7 rows of 512 bits
     with pytest.raises(Exception, match="w1a1"):
         BinaryLinear.from_linear(Linear(4, 4, quant="w2a2"))
+
+
+_FRESH = textwrap.dedent("""
+    import numpy as np, torch
+    from seqzoo.ops import xnor
+    assert np.float32(1e-40) * np.float32(1) != 0, "denormals flushed before anything ran"
+    assert xnor.kernel_features() is not None, "the xnor kernel did not load although a compiler is present"
+    xnor.binary_matmul(torch.randn(8, 100), torch.randn(4, 100))
+    assert np.float32(1e-40) * np.float32(1) != 0, "flush-to-zero set by loading the xnor kernel"
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0, "torch: a denormal was flushed after the kernel ran"
+    print("OK")
+""")
+
+
+def test_loading_the_kernel_keeps_denormals() -> None:
+    """In a fresh interpreter: building/loading and running the xnor kernel leaves FTZ/DAZ off (IEEE build)."""
+    if native_kernels._compiler() is None:
+        pytest.skip("no C++ compiler: the C kernel cannot be built here")
+    env = {**os.environ, "SEQZOO_NATIVE": "1"}
+    proc = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stdout + proc.stderr[-3000:]
+
+
+def test_binary_mlp_runs_on_the_packed_kernel_with_the_same_outputs() -> None:
+    import copy
+
+    import seqzoo
+    from seqzoo.layers.quant import to_binary_inference
+
+    torch.manual_seed(0)
+    model = seqzoo.create_model("mlp_q", seq_len=8, d_input=8, d_model=64, n_layers=3).eval()
+    for m in model.modules():  # as after training: BN shifts the hidden pre-activations away from exact zeros (at
+        if isinstance(m, torch.nn.BatchNorm1d):  # init a sum of 64 ±α is often exactly 0 on the binary path and
+            m.running_mean.uniform_(-0.3, 0.3)  # ±1 ulp on the float path, and sign(±0) decides the next layer)
+            m.bias.data.uniform_(-0.3, 0.3)
+    x = torch.randn(20, 8, 8)
+    fast = to_binary_inference(copy.deepcopy(model))
+    kinds = [type(m).__name__ for m in fast.body]
+    assert kinds.count("BinaryLinear") == 2 and kinds[0] == "Linear"  # the first layer keeps its real input
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], model(x)[0], rtol=1e-4, atol=1e-4)

@@ -285,3 +285,18 @@ class BinaryLinear(nn.Module):
         if bool(nan_rows.any()):
             y = y.masked_fill(nan_rows[:, None], float("nan"))
         return y.reshape(*lead, self.out_features)
+
+
+def to_binary_inference(model: nn.Module) -> nn.Module:
+    """Replace (in place) every W1/A1 ``Linear`` with an input activation site by its ``BinaryLinear``; returns model.
+
+    The model then runs those layers on the packed XNOR-popcount kernel (inference only; call ``model.eval()``
+    first so BatchNorm and the other layers use their inference behaviour).
+    """
+    for name, child in list(model.named_children()):
+        spec = child.quant.spec if isinstance(child, Linear) else None
+        if spec is not None and spec.weight_bits == 1 and spec.act_bits == 1 and child.act_range is not None:
+            setattr(model, name, BinaryLinear.from_linear(child))
+        else:
+            to_binary_inference(child)
+    return model

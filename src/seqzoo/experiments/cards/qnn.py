@@ -177,20 +177,22 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "eval_batch_size": 256},
                       grid=lambda: entries(digits_width=16, digits_steps=3, lm_width=8, lm_steps=2, vocab=50,
-                                           bptt=8, lm_batch=4),
-                      workers=1, expected_seconds=40,
+                                           bptt=8, lm_batch=4, noscale=False),
+                      workers=1, expected_seconds=60,
                       note="plumbing only, not a result: 3 digits steps, a 8-unit LSTM on PTB capped to 50 words for "
                            "2 steps (needs the PTB files), the binary GEMM at 256×256."),
         "small": Scale(train={**_TRAIN, "eval_batch_size": 256}, seeds=(0, 1, 2), grid=lambda: entries(**SMALL),
                        workers=2,
-                       expected_seconds=900,
+                       expected_seconds=420,
                        note=f"digits: mlp_q 3×{SMALL['digits_width']} hidden units, {SMALL['digits_steps']} Adam "
                             f"steps (lr 3e-3, batch 64); PTB word level capped to {SMALL['vocab']} words, 1×"
                             f"{SMALL['lm_width']} LSTM (paper: 10k words, 300 units), {SMALL['lm_steps']} Adam steps "
                             f"of {SMALL['lm_batch']}×{SMALL['bptt']} tokens (about 0.55 epoch; lr 3e-3, clip 1, "
                             f"carried state), validation twice (256 carried streams), test at the best validation "
                             f"checkpoint; plus W1/A1 without the per-row weight scale (diagnostic); 3 seeds; the "
-                            f"binary GEMM at 4096×4096, 5 interleaved rounds."),
+                            f"binary GEMM at 4096×4096, 5 interleaved rounds. Expected time estimated from CPU time: "
+                            f"the 2026-12-07 run took 38 min 42 s wall under load 15-22, its two workers using about "
+                            f"5 CPU-min each."),
         "paper": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=None, workers=2,
                        note="full 10k-word PTB and a 300-unit LSTM for 20,000 steps; digits 3,000 steps. Defined, "
                             "not run."),

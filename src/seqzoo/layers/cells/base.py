@@ -118,8 +118,9 @@ class RecurrentCell(nn.Module):
         return hit[1]
 
     def quantized_weights(self) -> list[nn.Parameter]:
-        """The shadow weights (for ``ShadowWeightClip``)."""
-        return [] if self.quant.weights_float else [self.weight_ih, self.weight_hh]
+        """The shadow weights (for ``ShadowWeightClip``); none for cells that skip this base's ``__init__`` (ARMA)."""
+        quant = self._modules.get("quant")
+        return [] if quant is None or quant.weights_float else [self.weight_ih, self.weight_hh]
 
     def act_sigmoid(self, a: Tensor) -> Tensor:
         """``sigmoid(a)`` at an activation site (quantized on ``[0, 1]``)."""
@@ -194,5 +195,6 @@ class RecurrentCell(nn.Module):
         return None
 
     def extra_repr(self) -> str:
-        q = "" if self.quant.spec is None else f", quant={self.quant.spec.name!r}"
+        quant = self._modules.get("quant")
+        q = "" if quant is None or quant.spec is None else f", quant={quant.spec.name!r}"
         return f"{self.input_size}, {self.hidden_size}, norm={self.norm_kind!r}{q}"
