@@ -158,3 +158,19 @@ def test_translate_command_uses_the_run_folder_only(tmp_path: Path, cache: Path,
     ref.write_text("A dog runs.\n")
     assert main(["translate", str(res.run_dir), "--input", str(src), "--ref", str(ref)]) == 2
     assert "1 reference lines" in capsys.readouterr().err
+
+
+def test_late_steps_continue_the_epoch_plan(tmp_path: Path, cache: Path) -> None:
+    task = make(corpus(tmp_path))
+    per_epoch = len(task._plan(0, 8, 0))
+    a = task.train_batch(3 * per_epoch + 2, 8)  # epoch 3, batch 2
+    assert torch.equal(a["inputs"], collate_of(task, task._plan(3, 8, 0)[2])["inputs"])
+    capped = make(tmp_path, max_tokens=60)
+    n0, n1 = len(capped._plan(0, 8, 0)), len(capped._plan(1, 8, 0))
+    b = capped.train_batch(n0 + n1 + 1, 8)
+    assert torch.equal(b["inputs"], collate_of(capped, capped._plan(2, 8, 0)[1])["inputs"])
+
+
+def collate_of(task: tr.TranslationTask, idx: list[int]) -> dict:
+    src, tgt = task.ids["train"]
+    return tr.collate([src[i] for i in idx], [tgt[i] for i in idx])
