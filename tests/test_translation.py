@@ -133,3 +133,44 @@ def test_int8_gnmt_stays_close_to_float(tmp_path: Path) -> None:
         from seqzoo.models.seq2seq.decoding import translate_ids
 
         assert len(translate_ids(q, src, None, DecodeConfig(beam=2))) == 2
+
+
+def test_translate_command_uses_the_run_folder_only(tmp_path: Path, cache: Path, capsys) -> None:
+    from seqzoo.cli.main import main
+    from seqzoo.training import train
+
+    (tmp_path / "data").mkdir()
+    data = corpus(tmp_path / "data")
+    res = train("convs2s_small", "translation", model_args={"d_model": 8, "d_embed": 8, "d_out_embed": 8},
+                task_args={"folder": ".", "data_dir": str(data), "spm_vocab": 60, "bleu_splits": "none"},
+                config={"steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "tensorboard": False},
+                out=tmp_path / "runs", index=False)
+    assert (res.run_dir / "spm.model").is_file()
+    src = tmp_path / "in.de"
+    src.write_text("Ein hund läuft.\nEine katze schläft im haus.\n")
+    ref = tmp_path / "ref.en"
+    ref.write_text("A dog runs.\nA cat sleeps in the house.\n")
+    for p in data.iterdir():  # the data is gone: the run folder must be enough
+        p.unlink()
+    assert main(["translate", str(res.run_dir), "--input", str(src), "--ref", str(ref), "--beam", "2"]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.splitlines()) == 2 and "BLEU" in out.err and "chrF" in out.err
+    ref.write_text("A dog runs.\n")
+    assert main(["translate", str(res.run_dir), "--input", str(src), "--ref", str(ref)]) == 2
+    assert "1 reference lines" in capsys.readouterr().err
+
+
+def test_late_steps_continue_the_epoch_plan(tmp_path: Path, cache: Path) -> None:
+    task = make(corpus(tmp_path))
+    per_epoch = len(task._plan(0, 8, 0))
+    a = task.train_batch(3 * per_epoch + 2, 8)  # epoch 3, batch 2
+    assert torch.equal(a["inputs"], collate_of(task, task._plan(3, 8, 0)[2])["inputs"])
+    capped = make(tmp_path, max_tokens=60)
+    n0, n1 = len(capped._plan(0, 8, 0)), len(capped._plan(1, 8, 0))
+    b = capped.train_batch(n0 + n1 + 1, 8)
+    assert torch.equal(b["inputs"], collate_of(capped, capped._plan(2, 8, 0)[1])["inputs"])
+
+
+def collate_of(task: tr.TranslationTask, idx: list[int]) -> dict:
+    src, tgt = task.ids["train"]
+    return tr.collate([src[i] for i in idx], [tgt[i] for i in idx])

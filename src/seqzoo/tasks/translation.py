@@ -233,6 +233,7 @@ class TranslationTask(Task):
             raise data_error(self.files["train"][0], f"no training pair has both sides within max_len={max_len} "
                                                      "subwords")
         self._plans: dict[tuple[int, int, int], list[list[int]]] = {}
+        self._lengths: dict[tuple[int, int, int], int] = {}
         V = len(self.wordpieces)
         self.spec = TaskSpec(input_kind="tokens", output_kind="seq2seq", d_output=V, loss="cross_entropy",
                              metrics=("cross_entropy",), primary_metric="cross_entropy", vocab_size=V,
@@ -287,11 +288,20 @@ class TranslationTask(Task):
             self._plans[key] = [batches[p] for p in perm]
         return self._plans[key]
 
+    def _plan_length(self, epoch: int, batch_size: int, seed: int) -> int:
+        """Batches in one epoch (fixed without a token cap; remembered per epoch with one)."""
+        if self.max_tokens is None:
+            return -(-len(self.train_index) // batch_size)
+        key = (epoch, batch_size, seed)
+        if key not in self._lengths:
+            self._lengths[key] = len(self._plan(epoch, batch_size, seed))
+        return self._lengths[key]
+
     def train_batch(self, step: int, batch_size: int, seed: int = 0) -> Batch:
         check_int("translation", "batch_size", batch_size, 1)
         epoch, k = 0, step
-        while k >= len(self._plan(epoch, batch_size, seed)):
-            k -= len(self._plan(epoch, batch_size, seed))
+        while k >= self._plan_length(epoch, batch_size, seed):
+            k -= self._plan_length(epoch, batch_size, seed)
             epoch += 1
         idx = self._plan(epoch, batch_size, seed)[k]
         src, tgt = self.ids["train"]

@@ -232,10 +232,11 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(seeds=(0,), grid=_tiny, expected_seconds=60,
                       note="plumbing only: 2k training pairs, 500 pieces, width 16, 4 steps, 10 test sentences."),
-        "small": Scale(seeds=(0, 1, 2), grid=_small, workers=2, expected_seconds=None,
+        "small": Scale(seeds=(0, 1, 2), grid=_small, workers=2, expected_seconds=2210,  # on a loaded machine
                        note=f"width 128, 4k pieces, {SMALL_STEPS} Adam steps of 64 pairs (~0.26 epoch), 3 seeds; "
                             "decoding on the first 60 test_2016_flickr sentences. Far from converged: the "
-                            "claims compare the models early in training."),
+                            "claims compare the models early in training. The expected time was measured with "
+                            "load average 15-21 on 2 cores (eight agents); idle cores need less (not measured)."),
         "medium": Scale(seeds=(0,), grid=_medium, workers=2, expected_seconds=None,
                         note=f"the presets' width 256, 8k pieces, {MEDIUM_STEPS} steps (~8.8 epochs), all 1000 "
                              "test sentences; one seed. Defined, not run yet (estimated <= 60 min on 2 idle "
