@@ -140,7 +140,8 @@ class Claim:
 
 
 # Why a claim did not hold, one of four kinds (issue 20): the budget was too small, the claim as the card
-# words it is not what the paper says, our implementation differed (then it is fixed), or it does not replicate.
+# words it is not what the paper says, our implementation differs from the paper's (found; fixed or not), or it does
+# not replicate.
 # ``open`` marks a NOT HELD whose cause is not yet determined: the evidence says what is known so far.
 CAUSE_KINDS = ("budget", "claim wording", "implementation", "does not replicate", "open")
 

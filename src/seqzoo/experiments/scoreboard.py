@@ -116,7 +116,8 @@ def render_scoreboard(results_dir: str | Path) -> str:
             f"{totals['UNDECIDED']} undecided. Causes of the NOT HELD: "
             + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"; {missing} without a recorded cause.", "",
             "*recorded* is the wall time the runner wrote into the page (often on a loaded machine); *expected* "
-            "is the card's own measurement on 2 idle cores.", "",
+            "is the card's stated wall time on 2 cores (`seqzoo reproduce --help`; the page says whether it was "
+            "measured on idle cores).", "",
             "| card | scale | held | not held | undecided | page | recorded | expected |",
             "|---|---|---|---|---|---|---|---|",
             *rows, "", "## Causes of the NOT HELD claims", "",

@@ -191,7 +191,7 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "batch_size": 16}, grid=lambda: _entries(2000, 4, 4, 4, 2),
                       note="plumbing only: 4 steps per run", expected_seconds=20),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=1, expected_seconds=475,
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=1, expected_seconds=61,
                        grid=lambda: _entries(25_000, 1000, 600, 400, 5),
                        note="recovery n=25,000, 1,000 Adam steps of batch 200 "
                             "(about 50 epochs of the 4,040 training windows); "

@@ -192,7 +192,7 @@ CARD = register_experiment(ExperimentCard(
                       grid=lambda: _entries(4, {"denoise": 5, "copy": 5}, 8),
                       note="plumbing only: hidden 4, T = 5, 4 steps of batch 4", expected_seconds=15),
         "small": Scale(train={**_TRAIN, "steps": 1500, "batch_size": 64, "eval_every": 100,
-                              "eval_batch_size": 500}, seeds=(0, 1), expected_seconds=766,
+                              "eval_batch_size": 500}, seeds=(0, 1), expected_seconds=414,
                        grid=lambda: _entries(64, SMALL_LENGTHS, 500),
                        note=f"spec §2.4 small setting: denoise T = {SMALL_LENGTHS['denoise']} (paper 200), copy "
                             f"T = {SMALL_LENGTHS['copy']} (ATN setup: 100), hidden 64 for every model (ρ = 32), "

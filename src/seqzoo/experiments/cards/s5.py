@@ -202,7 +202,7 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=50,
                       note="plumbing only: adding T=20 and a depth-3 ListOps, 4 steps, width 8."),
-        "small": Scale(seeds=(0,), grid=_small_grid, workers=1, expected_seconds=534,
+        "small": Scale(seeds=(0,), grid=_small_grid, workers=1, expected_seconds=537,
                        note=f"adding T=200: {SMALL_ADDING_STEPS} Adam steps (lr 2e-3, batch 32, no clipping, fresh "
                             f"sequences each step). ListOps-mini (20k/2k/2k): {SMALL_LISTOPS_STEPS} AdamW steps "
                             "(lr 3e-3, wd 0.04, S5 ssm_lr 1e-3 without wd; 300 warm-up steps, cosine; batch 32, "
