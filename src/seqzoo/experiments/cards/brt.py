@@ -217,7 +217,7 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: title-recall of 48 characters and tiny-shakespeare segments of 16, "
                            "width 16, 4 steps."),
-        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=None,
+        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=2203,
                        note=f"title-recall: {SMALL_RECALL_STEPS} Adam steps (lr 3e-3, 50 warm-up, cosine, batch 8 "
                             f"x 384 characters, fresh documents each step); tiny-shakespeare chars: {SMALL_LM_STEPS} "
                             "steps of batch 8 x 128 with the carried state."),
