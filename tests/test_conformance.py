@@ -254,11 +254,21 @@ def test_padding_does_not_change_sequence_output(name: str, kind: str, decoder: 
 @pytest.mark.parametrize(("name", "kind"), CASES)
 def test_save_load_round_trip(name: str, kind: str, gen: torch.Generator, tmp_path) -> None:
     model = build(name, kind)
-    with torch.no_grad():  # move away from the initialization so loading a fresh model cannot pass by chance
+    move_weights(model, gen)
+    x = make_inputs(model, B, L, gen)
+    assert_round_trip(model, name, tmp_path, lambda m: m(x)[0])
+
+
+def move_weights(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Move away from the initialization, so loading a fresh model cannot pass by chance."""
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def assert_round_trip(model: torch.nn.Module, name: str, tmp_path, run) -> None:
+    """save -> load gives the same class, config, state (dtypes and values) and outputs ``run(model)`` (eval)."""
     model.eval()
-    x = make_inputs(model, B, L, gen)
     seqzoo.save_model(model, tmp_path)
     loaded = seqzoo.load_model(tmp_path).eval()
     assert type(loaded) is type(model) and loaded.seqzoo_name == name
@@ -268,7 +278,7 @@ def test_save_load_round_trip(name: str, kind: str, gen: torch.Generator, tmp_pa
     for key in want:
         assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(run(loaded), run(model), rtol=0, atol=0)
 
 
 # ----- question-answering models over a set of memories (model_kind "qa") ------------------------------------------
@@ -354,20 +364,8 @@ def test_qa_rows_do_not_depend_on_the_batch(name: str, gen: torch.Generator) -> 
 @pytest.mark.parametrize("name", QA_CASES)
 def test_qa_save_load_round_trip(name: str, gen: torch.Generator, tmp_path) -> None:
     model = build_qa(name)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    move_weights(model, gen)
     if callable(getattr(model, "switch_on_plateau", None)):
         model.switch_on_plateau()  # the phase is part of what is saved
-    model.eval()
     question, story = qa_inputs(model, gen)
-    seqzoo.save_model(model, tmp_path)
-    loaded = seqzoo.load_model(tmp_path).eval()
-    assert type(loaded) is type(model) and loaded.seqzoo_name == name
-    assert loaded.seqzoo_config == model.seqzoo_config
-    want, got = model.state_dict(), loaded.state_dict()
-    assert list(got) == list(want)
-    for key in want:
-        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(question, story)[0], model(question, story)[0], rtol=0, atol=0)
+    assert_round_trip(model, name, tmp_path, lambda m: m(question, story)[0])

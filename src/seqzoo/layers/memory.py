@@ -69,6 +69,7 @@ def random_time_slots(n_real: Tensor, n_slots: int, memory_size: int, noise: flo
     Row b: ``nblank`` uniform in {0..ceil(noise * n)} (n = ``n_real[b]``), a random n-subset of the n + nblank slot
     indices sorted ascending (slot 0 = the latest sentence keeps the smallest index), capped at
     ``memory_size - 1``. Entries past n are ``memory_size - 1`` (they belong to empty slots, which are masked).
+    The real memories are taken to be the first n slots (the ``babi`` layout: most recent first, empty slots last).
     """
     bsz, device = n_real.shape[0], n_real.device
     n = n_real.to(torch.float64)
