@@ -217,7 +217,7 @@ CARD = register_experiment(ExperimentCard(
         "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: title-recall of 48 characters and tiny-shakespeare segments of 16, "
                            "width 16, 4 steps."),
-        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=2203,
+        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=208,
                        note=f"title-recall: {SMALL_RECALL_STEPS} Adam steps (lr 3e-3, 50 warm-up, cosine, batch 8 "
                             f"x 384 characters, fresh documents each step); tiny-shakespeare chars: {SMALL_LM_STEPS} "
                             "steps of batch 8 x 128 with the carried state."),
@@ -232,9 +232,9 @@ CARD = register_experiment(ExperimentCard(
             'init (g about 0.5 keeps about 1/32 of the title until it repeats): the gate init, not only the '
             'budget. Not yet changed in the card.'),
         "step_time": Cause("open",
-            'The in-card ratio 1.92 is unusable (per seed 0.92-2.79 on a machine at load 15-21); the benchmark at'
-            " lower load gives 1.33-1.37 at the card's shapes and 1.27 at L=512: likely a small miss at these "
-            'widths, where the per-block state update is not amortised.'),
+            "On an idle machine the card measures 1.50 (per seed 1.45-1.59; BRT-LSTM 1.63), the benchmark 1.27-1.37 "
+            "at larger widths: a consistent miss at these small widths, where the Python loop over blocks (the "
+            "state update) is not amortised. Not yet profiled or optimised."),
     },
     claims=[
         Claim("recall_beyond_window", f"On title letters whose previous occurrence is outside the window, BRT "

@@ -197,20 +197,20 @@ CARD = register_experiment(ExperimentCard(
                       grid=lambda: _entries(8, 3, (1.0,), ("none", "layer", "group", "batch_public")),
                       note="plumbing only: MLP width 8, 3 steps, sigma 1.0", expected_seconds=25),
         "small": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=lambda: _entries(128, STEPS), workers=2,
-                       expected_seconds=2129,
+                       expected_seconds=246,
                        note="MLP 64-128-128-10 tanh; DP-SGD lot 64, C 1, sigma 1.0 / 1.5, 673 steps (30 epochs); "
                             "SGD momentum 0.9, lr 0.1; 5 norms x 2 sigmas + the non-private baseline, 3 seeds. "
-                            "Wall time measured on 2 heavily shared cores (load 15-23), before ghost clipping."),
+                            "Wall time measured on 2 idle cores with ghost clipping (4 min 06 s)."),
     },
     causes={
         "normalized_beat_no_norm": Cause("open",
-            'sigma 1.5: LN +5.0, public-statistics BN +6.0, GroupNorm +1.7 points over no norm; sigma 1.0: '
-            'GroupNorm 0.893 ± 0.023 vs no norm 0.902 ± 0.005, inside the seed spread. One learning rate for '
-            'every variant, picked on the no-norm net.'),
+            'Flips between runs that differ only in summation order: GroupNorm at sigma 1.0 was 0.9 points behind'
+            ' no norm in the first run (vmap path) and 0.2 points ahead in the idle re-run (ghost clipping), with'
+            ' a 2-point seed std. At sigma 1.5 every normalized variant is ahead in both runs (2.4-6.2 points).'),
         "dp_step_speed": Cause("open",
-            "The DP step is 0.177x Opacus's (5.6x faster) but 2.32x the non-private step, which takes only 1.8 "
-            'ms, so fixed costs (noise for every parameter, per-example norms, Python) dominate; measured under '
-            'load.'),
+            "The DP step is 0.157x Opacus's (6.4x faster) but 2.20x the non-private step on an idle machine (2.10"
+            ' vs 0.95 ms): at this size fixed costs (noise for every parameter, per-example norms, Python) '
+            'dominate.'),
     },
     claims=[
         Claim("normalized_beat_no_norm", "Under DP-SGD at equal (eps, delta), LayerNorm, GroupNorm and BN with "
