@@ -329,7 +329,7 @@ CARD = register_experiment(ExperimentCard(
         "small": Scale(train={"steps": SMALL_LM_STEPS, "eval_every": 200, "test_split": "test"}, seeds=(0, 1, 2),
                        grid=lambda: entries(lm_train=_LM_TRAIN,
                                             digits_train={**_DIGITS_TRAIN, "steps": SMALL_DIGITS_STEPS}),
-                       workers=2, expected_seconds=600,
+                       workers=2, expected_seconds=324,
                        note=f"{SMALL_LM_STEPS} Adam steps (lr 2e-3, 40 warm-up steps, clip 1) of 16 x 64 "
                             "characters with the memory carried (about 0.4 epochs of tiny-shakespeare), "
                             f"width {WIDTH}, {HEADS} heads, FFN {D_FF}, twin depth {DEPTH}; DEQ: Anderson (m=6) "

@@ -214,7 +214,7 @@ CARD = register_experiment(ExperimentCard(
                       note="plumbing only: tasks 1-3 jointly, d = 8, 6 steps."),
         # measured 2026-12-07 under heavy load (load average ~19 on 2 cores): 24 min wall, 6.4 CPU-minutes in all,
         # so about 4 min on 2 idle cores
-        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=1436,
+        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=185,
                        note=f"joint training on all 20 tasks (18k training questions), d = 20, {SMALL_STEPS} Adam "
                             "steps (lr 1e-2 halved every 2000 steps, batch 32, clip 40; about 11 epochs), "
                             "validation every 250 steps, the "

@@ -193,7 +193,7 @@ CARD = register_experiment(ExperimentCard(
                            "2 steps (needs the PTB files), the binary GEMM at 256×256."),
         "small": Scale(train={**_TRAIN, "eval_batch_size": 256}, seeds=(0, 1, 2), grid=lambda: entries(**SMALL),
                        workers=2,
-                       expected_seconds=420,
+                       expected_seconds=304,
                        note=f"digits: mlp_q 3×{SMALL['digits_width']} hidden units, {SMALL['digits_steps']} Adam "
                             f"steps (lr 3e-3, batch 64); PTB word level capped to {SMALL['vocab']} words, 1×"
                             f"{SMALL['lm_width']} LSTM (paper: 10k words, 300 units), {SMALL['lm_steps']} Adam steps "

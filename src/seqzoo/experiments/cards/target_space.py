@@ -217,7 +217,7 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: 6 spiral steps, delay-3 recall for 4 steps."),
-        "small": Scale(seeds=(0, 1, 2, 3, 4), grid=_small_grid, workers=2, expected_seconds=836,
+        "small": Scale(seeds=(0, 1, 2, 3, 4), grid=_small_grid, workers=2, expected_seconds=106,
                        note=f"two-spirals: {SMALL_SPIRAL_STEPS} full-batch Adam steps, training accuracy every "
                             f"{EVAL_EVERY}. bit_delay recall and XOR, delay {SMALL_DELAY}: {SMALL_RNN_STEPS} Adam "
                             "steps of 100 sequences (2,000 training, 500 validation, 500 test)."),
