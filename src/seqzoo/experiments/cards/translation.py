@@ -31,8 +31,8 @@ Claims (thresholds fixed here, never tuned to a result):
 
 Budgets: ``tiny`` plumbing (2k training pairs, width 16, 4 steps). ``small``: width 128, 4k pieces, 120 steps
 (~0.26 epoch), 3 seeds, 60 test sentences decoded (sized for a machine shared by 8 agents). ``medium``: the
-presets' width 256, 8k pieces, 4000 steps (~8.8 epochs), 1 seed, all 1000 test sentences; defined, not run in the
-session that wrote it.
+presets' width 256, 8k pieces, 3000 steps (~6.6 epochs), GNMT-small and ConvS2S only (the residual
+ablation is decided at small scale), 1 seed, all 1000 test sentences.
 """
 
 from __future__ import annotations
@@ -66,11 +66,12 @@ def model_configs(width: int) -> dict[str, tuple[str, dict[str, Any]]]:
             "convs2s_small": ("convs2s_small", {"d_model": width, "d_embed": width, "d_out_embed": width})}
 
 
-def grid(width: int, task_args: dict[str, Any], train: dict[str, Any], decode: int) -> list[Entry]:
+def grid(width: int, task_args: dict[str, Any], train: dict[str, Any], decode: int,
+         archs: tuple[str, ...] = ARCHS) -> list[Entry]:
     return [Entry(model=preset, task="translation", model_args=args,
                   task_args={"bleu_splits": "none", **task_args}, labels={"arch": arch, "decode": decode},
                   train={**TRAIN, **train})
-            for arch, (preset, args) in model_configs(width).items()]
+            for arch, (preset, args) in model_configs(width).items() if arch in archs]
 
 
 # ----- derived numbers (decoding) -----------------------------------------------------------------------------------
@@ -149,6 +150,9 @@ def _d(results: Results, metric: str, arch: str) -> float:
 
 
 def _check_residual(results: Results) -> ClaimResult:
+    if not results.has(arch="gnmt_plain8"):
+        return ClaimResult(None, {}, "undecided at this scale: its grid leaves out the 8+8 ablation (the claim is "
+                                     "decided at the small scale)")
     nums = means(results, ("gnmt_small", "gnmt_plain8"), metric="train_loss", split="derived", spread="seeds")
     return compare(results, "gnmt_small", "gnmt_plain8", "<", metric="train_loss", split="derived", numbers=nums)
 
@@ -205,7 +209,7 @@ def _check_anchors(results: Results) -> ClaimResult:
 
 # ----- scales -------------------------------------------------------------------------------------------------------
 
-SMALL_STEPS, MEDIUM_STEPS = 120, 4000
+SMALL_STEPS, MEDIUM_STEPS = 120, 3000
 MEDIUM_DECODE = 1000  # test_2016_flickr's 1,000 sentences: the anchors' setting
 SMALL_DECODE = 60  # test sentences decoded at small scale (each setting; the machine's load set this)
 
@@ -219,7 +223,9 @@ def _small() -> list[Entry]:
 
 
 def _medium() -> list[Entry]:
-    return grid(256, {"spm_vocab": 8000}, {"steps": MEDIUM_STEPS, "eval_every": 1000}, decode=MEDIUM_DECODE)
+    # no 8+8 ablation: the residual claim is decided at small scale, and it would double the budget
+    return grid(256, {"spm_vocab": 8000}, {"steps": MEDIUM_STEPS, "eval_every": 1000}, decode=MEDIUM_DECODE,
+                archs=("gnmt_small", "convs2s_small"))
 
 
 CARD = register_experiment(ExperimentCard(
@@ -243,10 +249,12 @@ CARD = register_experiment(ExperimentCard(
                             "decoding on the first 60 test_2016_flickr sentences. Far from converged: the "
                             "claims compare the models early in training. The expected time was measured with "
                             "load average 15-21 on 2 cores (eight agents); idle cores need less (not measured)."),
-        "medium": Scale(seeds=(0,), grid=_medium, workers=2, expected_seconds=None,
-                        note=f"the presets' width 256, 8k pieces, {MEDIUM_STEPS} steps (~8.8 epochs), all 1000 "
-                             "test sentences; one seed. Defined, not run yet (estimated <= 60 min on 2 idle "
-                             "cores from the small scale's step times, not measured)."),
+        "medium": Scale(seeds=(0,), grid=_medium, workers=2, expected_seconds=3000,
+                        note=f"the presets' width 256, 8k pieces, {MEDIUM_STEPS} Adam steps of 64 pairs (~6.6 "
+                             "epochs), GNMT-small and ConvS2S (the 8+8 ablation is decided at small scale), all "
+                             "1000 test sentences; one seed (the anchors are thresholds on published numbers, "
+                             "not a comparison between seeds). Expected time from a 40-step probe on idle cores "
+                             "(0.92 / 0.60 s a step at one thread each)."),
     },
     causes={
         "beam_lpcp_beats_greedy": Cause("budget",
