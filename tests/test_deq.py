@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from seqzoo.experiments.bench import saved_bytes
 from seqzoo.layers.deq import DEQ, VariationalDropout, explicit_unroll
 
 
@@ -97,26 +98,14 @@ def test_inexact_gradients_jfb_and_phantom() -> None:
     assert cos["jfb"] < cos["phantom"] < cos["implicit"], cos
 
 
-def _saved_bytes(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def test_saved_memory_does_not_grow_with_forward_iterations() -> None:
     cell, x = TanhCell(rho=0.99), _x(batch=16)
     sizes = {}
     for iters in (5, 40):
         deq = DEQ(cell, solver="iteration", max_iter=iters, tol=0.0, b_max_iter=5)
-        sizes[("deq", iters)] = _saved_bytes(lambda deq=deq: deq(x).sum().backward())
+        sizes[("deq", iters)] = saved_bytes(lambda deq=deq: deq(x).sum().backward(), [])
         assert deq.last_stats.nfev == iters  # tol 0: every iteration ran
-        sizes[("unroll", iters)] = _saved_bytes(lambda n=iters: explicit_unroll(cell, x, n).sum().backward())
+        sizes[("unroll", iters)] = saved_bytes(lambda n=iters: explicit_unroll(cell, x, n).sum().backward(), [])
     assert sizes[("deq", 5)] == sizes[("deq", 40)], sizes
     assert sizes[("unroll", 40)] > 6 * sizes[("unroll", 5)] / 2, sizes
     assert sizes[("deq", 40)] * 5 < sizes[("unroll", 40)], sizes

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from seqzoo.experiments.bench import _saved_bytes
+from seqzoo.experiments.bench import saved_bytes
 from seqzoo.models import create_model
 from seqzoo.training import train
 from seqzoo.training.evaluation import carries_state
@@ -57,5 +57,5 @@ def test_deq_transformer_saves_far_less_than_its_twin() -> None:
         def run(layer=layer) -> None:
             y, _ = layer(x)
             y.sum().backward()
-        sizes[name] = _saved_bytes(run, list(layer.parameters()) + [x])
+        sizes[name] = saved_bytes(run, list(layer.parameters()) + [x])
     assert sizes["deq"] * 5 < sizes["tied"], sizes

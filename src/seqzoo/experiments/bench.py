@@ -196,7 +196,7 @@ def _peak_alloc_bytes(fn: Callable[[], Any]) -> int:
     return peak
 
 
-def _saved_bytes(fn: Callable[[], Any], exclude: Sequence[Tensor]) -> int:
+def saved_bytes(fn: Callable[[], Any], exclude: Sequence[Tensor]) -> int:
     """Bytes of the unique storages saved for backward while ``fn`` runs (excluding ``exclude``)."""
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, int] = {}
@@ -347,7 +347,7 @@ def run_bench(
                 row["peak_mb"] = _peak_alloc_bytes(case.run_fwdbwd) / 2**20
                 case.clear_grads()
                 params = list(case.layer.parameters())
-                row["saved_mb"] = _saved_bytes(case.run_fwdbwd, params + [case.x_grad]) / 2**20
+                row["saved_mb"] = saved_bytes(case.run_fwdbwd, params + [case.x_grad]) / 2**20
                 case.clear_grads()
             rows.append(row)
         if env is not None and hasattr(os, "getloadavg"):

@@ -342,7 +342,12 @@ def run_data_files(path: str | os.PathLike, data_dir: str | os.PathLike | None =
     return [str(args[k]) for k in (*PATH_ARGS, *DIR_ARGS) if args.get(k) is not None]
 
 
-def _task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None, source: Path):
+def task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None, source: Path):
+    """The task a run's ``config.json`` describes, its data paths checked (``trusted_task_args``).
+
+    ``source`` is the run folder (for error messages and run-relative files such as a translation run's
+    sentencepiece model); ``data_dir`` overrides where data sets are looked up.
+    """
     from seqzoo.tasks import create_task
 
     return create_task(cfg["task"], **trusted_task_args(cfg, data_dir, source))
@@ -358,7 +363,7 @@ def evaluate_run(path: str | os.PathLike, split: str = "test", data_dir: str | o
     from seqzoo.training.evaluation import evaluate_split
 
     cfg = read_config(path)
-    task = _task_from_config(cfg, data_dir, Path(path))
+    task = task_from_config(cfg, data_dir, Path(path))
     model = load_run(path, device=device)
     bs = batch_size or int(cfg["train"].get("eval_batch_size", 256))
     metrics, _ = evaluate_split(model, task, split, batch_size=bs, device=torch.device(device),

@@ -135,7 +135,7 @@ def saved_megabytes(model: Any, batch: dict[str, Any]) -> float:
     """MB the autograd graph saves in one training forward+backward of ``model.layers[0]`` (bench accounting)."""
     import torch
 
-    from seqzoo.experiments.bench import _saved_bytes
+    from seqzoo.experiments.bench import saved_bytes
 
     model.train()
     with torch.no_grad():
@@ -147,7 +147,7 @@ def saved_megabytes(model: Any, batch: dict[str, Any]) -> float:
         y, _ = layer(x)
         y.backward(torch.ones_like(y))
 
-    mb = _saved_bytes(run, list(layer.parameters()) + [x]) / 2**20
+    mb = saved_bytes(run, list(layer.parameters()) + [x]) / 2**20
     model.zero_grad(set_to_none=True)
     return mb
 

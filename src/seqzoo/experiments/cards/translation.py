@@ -124,14 +124,14 @@ def derive(entry: Entry, run_dir: Path) -> dict[str, float]:
     import torch
 
     from seqzoo.files import atomic_write_json
-    from seqzoo.training.runs import _task_from_config, load_run, read_config
+    from seqzoo.training.runs import load_run, read_config, task_from_config
 
     path = run_dir / CACHE_FILE
     if path.is_file():
         decoded = json.loads(path.read_text())
     else:
         cfg = read_config(run_dir)
-        task = _task_from_config(cfg, None, run_dir)
+        task = task_from_config(cfg, None, run_dir)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one decoding thread, as the bench rows (small batches; no oversubscription)
         try:
