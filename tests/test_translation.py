@@ -174,3 +174,36 @@ def test_late_steps_continue_the_epoch_plan(tmp_path: Path, cache: Path) -> None
 def collate_of(task: tr.TranslationTask, idx: list[int]) -> dict:
     src, tgt = task.ids["train"]
     return tr.collate([src[i] for i in idx], [tgt[i] for i in idx])
+
+
+def test_a_rebuilt_run_reads_its_own_wordpiece_model(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys) -> None:
+    """``seqzoo eval`` and the card's decoding rebuild the task from config.json: the ids must come from the run's
+    own ``spm.model``, not from the cache (which may be gone, or hold another model), and a path stored in the
+    config is not trusted."""
+    import shutil
+
+    from seqzoo.cli.main import main
+    from seqzoo.training import train
+    from seqzoo.training.runs import read_config, task_from_config
+
+    (tmp_path / "data").mkdir()
+    data = corpus(tmp_path / "data")
+    res = train("convs2s_small", "translation", model_args={"d_model": 8, "d_embed": 8, "d_out_embed": 8},
+                task_args={"folder": ".", "data_dir": str(data), "spm_vocab": 60, "bleu_splits": "test"},
+                config={"steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "tensorboard": False},
+                out=tmp_path / "runs", index=False)
+    own = (res.run_dir / "spm.model").read_bytes()
+    shutil.rmtree(cache)
+
+    def no_training(*a, **k):
+        raise AssertionError("the wordpiece model was retrained instead of read from the run folder")
+
+    monkeypatch.setattr(tr, "train_wordpieces", no_training)
+    cfg = read_config(res.run_dir)
+    cfg["task_args"]["spm_model"] = str(tmp_path / "elsewhere.model")  # an edited config: ignored
+    task = task_from_config(cfg, str(data), res.run_dir)
+    assert task.wordpieces.model_bytes == own
+    capsys.readouterr()
+    assert main(["eval", str(res.run_dir), "--split", "test", "--data-dir", str(data)]) == 0
+    assert "bleu" in capsys.readouterr().out  # with the run's decoding settings (its bleu_splits has test)

@@ -133,6 +133,10 @@ class Task:
     # Parameters that do not change what the data is (split sizes, loss choice); left out of the data seed so that,
     # e.g., switching the loss from MSE to MAE keeps the same evaluation sets.
     non_data_params: tuple[str, ...] = ("n_valid", "n_test")
+    # Constructor arguments that name a file the task keeps in each run folder (``run_files``): a task rebuilt for
+    # a stored run (``training.runs.task_from_config``) reads the run's own copy, so evaluating a run never
+    # depends on a cache or a re-derivation that could differ (translation: the sentencepiece model).
+    run_file_args: dict[str, str] = {}
 
     def __init__(self, **params: Any) -> None:
         self.params = params

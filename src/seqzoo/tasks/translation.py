@@ -11,7 +11,8 @@ Subwords: one sentencepiece model (unigram by default, ``spm_vocab`` 8000 pieces
 raw training split of both languages and cached under ``$SEQZOO_CACHE/spm`` (default ``~/.cache/seqzoo``) keyed by
 the SHA-256 of the two training files and the options, so it is trained once, never inside the package and never
 per run. Ids ``PAD, UNK, BOS, EOS = 0, 1, 2, 3`` (``seqzoo.models.seq2seq.base``). A run folder gets a copy
-(``spm.model``, ``run_files``), so ``seqzoo translate`` works without the data.
+(``spm.model``, ``run_files``), so ``seqzoo translate`` works without the data, and a task rebuilt for a stored
+run (``seqzoo eval``, the card's decoding) reads that copy (``spm_model``) instead of the cache.
 
 Batches: ``inputs`` (source ids + EOS), ``mask``, ``prev`` (BOS + target ids), ``targets`` (target ids + EOS),
 ``loss_mask``. Training batches are length buckets: each epoch sorts the training pairs by length (random
@@ -178,13 +179,15 @@ class TranslationTask(Task):
     fresh_train_data = False
     non_data_params = ("data_dir", "max_tokens", "beam", "alpha", "beta", "max_len_ratio", "max_len_extra",
                        "bleu_splits")
+    run_file_args = {"spm_model": SPM_FILE}
 
     def __init__(self, folder: str | None = None, src: str | None = None, tgt: str | None = None,
                  data_dir: str | None = None,
                  spm_vocab: int = 8000, model_type: str = "unigram", valid_name: str | None = None,
                  test_name: str | None = None, n_train: int | None = None, max_len: int = 100,
                  max_tokens: int | None = None, beam: int = 5, alpha: float = 0.2, beta: float = 0.2,
-                 max_len_ratio: float = 1.5, max_len_extra: int = 10, bleu_splits: str = "test") -> None:
+                 max_len_ratio: float = 1.5, max_len_extra: int = 10, bleu_splits: str = "test",
+                 spm_model: str | None = None) -> None:
         from seqzoo.models.seq2seq.decoding import DecodeConfig
 
         folder = DEFAULT_FOLDER if folder is None else folder
@@ -212,7 +215,8 @@ class TranslationTask(Task):
         super().__init__(folder=folder, src=src, tgt=tgt, data_dir=data_dir, spm_vocab=spm_vocab,
                          model_type=model_type, valid_name=valid_name, test_name=test_name, n_train=n_train,
                          max_len=max_len, max_tokens=max_tokens, beam=beam, alpha=alpha, beta=beta,
-                         max_len_ratio=max_len_ratio, max_len_extra=max_len_extra, bleu_splits=bleu_splits)
+                         max_len_ratio=max_len_ratio, max_len_extra=max_len_extra, bleu_splits=bleu_splits,
+                         **({} if spm_model is None else {"spm_model": spm_model}))
         self.src_lang, self.tgt_lang, self.max_len, self.max_tokens = src, tgt, max_len, max_tokens
         self.bleu_splits = tuple(s for s in splits if s != "none")
         root = dataset_folder(data_dir, folder, [f"train.{src}", f"train.{tgt}"], f"translation ({folder})")
@@ -223,8 +227,11 @@ class TranslationTask(Task):
         if n_train is not None:
             self.text["train"] = tuple(side[:n_train] for side in self.text["train"])  # type: ignore[assignment]
         train_src, train_tgt = self.text["train"]
-        self.wordpieces = Wordpieces(train_wordpieces(list(self.files["train"]), train_src + train_tgt, spm_vocab,
-                                                      model_type, n_train))
+        if spm_model is not None:  # a given model (a stored run's own copy): used as is, never retrained
+            self.wordpieces = Wordpieces.load(spm_model)
+        else:
+            self.wordpieces = Wordpieces(train_wordpieces(list(self.files["train"]), train_src + train_tgt,
+                                                          spm_vocab, model_type, n_train))
         self.ids = {s: (self.wordpieces.encode(a), self.wordpieces.encode(b)) for s, (a, b) in self.text.items()}
         src_ids, tgt_ids = self.ids["train"]
         self.train_index = [i for i in range(len(src_ids))

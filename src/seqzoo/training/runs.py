@@ -348,9 +348,14 @@ def task_from_config(cfg: dict[str, Any], data_dir: str | os.PathLike | None, so
     ``source`` is the run folder (for error messages and run-relative files such as a translation run's
     sentencepiece model); ``data_dir`` overrides where data sets are looked up.
     """
-    from seqzoo.tasks import create_task
+    from seqzoo.tasks import TASKS, create_task
 
-    return create_task(cfg["task"], **trusted_task_args(cfg, data_dir, source))
+    args = trusted_task_args(cfg, data_dir, source)
+    for key, name in TASKS.get(cfg["task"]).run_file_args.items():  # the run's own copies (Task.run_file_args)
+        args.pop(key, None)  # a path stored in config.json is not trusted; only the run folder's copy is read
+        if (Path(source) / name).is_file():
+            args[key] = str(Path(source) / name)
+    return create_task(cfg["task"], **args)
 
 
 def evaluate_run(path: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None, *,
