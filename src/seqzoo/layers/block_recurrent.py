@@ -10,11 +10,13 @@ Layers listed in ``recurrent_layers`` also carry ``n_states`` (S) state vectors:
   by block b - 1; the two outputs are concatenated and projected (2d -> d), then residual + FFN as usual;
 * horizontal: at the end of block b the states (pre-LN, plus learned state ids) attend to themselves and, with a
   separate softmax, to the 2W token keys/values of blocks b - 1 and b (shared with the vertical direction); the
-  projected result goes through a gate instead of a residual: ``fixed`` (``c' = c g + (W_z h + b_z)(1 - g)``,
-  ``g = sigmoid(b_g)``) or ``lstm`` (``c' = c f + tanh(W_z h + b_z) i`` with the -1 / +1 input / forget offsets).
-  ``skip``: projection + one gate; ``dual``: gate, LN, FFN, second gate. Gate kernels are variance-scaling with
-  scale 0.1 and biases N(0, 0.1), meliad's initialisation (the spec's pitfall: a gate that starts by forgetting
-  lets the model learn to ignore the state for good).
+  projected result goes through a gate instead of a residual: ``fixed`` (``c' = c g + h (1 - g)``, ``h`` the
+  projection, ``g = sigmoid(b_g)``: meliad's ``bias`` gate) or ``lstm`` (``c' = c f + tanh(W_z h + b_z) i`` with the
+  -1 / +1 input / forget offsets). ``skip``: projection + one gate; ``dual``: gate, LN, FFN, second gate. Gate
+  kernels are variance-scaling with scale 0.1 and gate biases N(0, 0.1), meliad's initialisation (commit cc1aef5,
+  ``transformer/nn_components.py``): a fresh fixed gate keeps about half of the state per block, a fresh LSTM gate
+  about sigmoid(1) = 0.73 (the spec's pitfall: a gate that learns to forget lets the model ignore the state for
+  good; ``remember_bias`` starts the fixed gate closer to remembering, a deviation from the paper).
 
 The block loop runs only in recurrent layers (a Python loop over blocks, never over tokens); plain layers do all
 blocks in one attention call. ``recurrent_layers=()`` is the ``Slide`` baseline; Transformer-XL:W is the same code
@@ -62,20 +64,24 @@ def _variance_scaling_(weight: Tensor, scale: float) -> None:
 
 
 class FixedGate(nn.Module):
-    """``c' = c * g + (W_z h + b_z) * (1 - g)`` with ``g = sigmoid(b_g)``: an exponential moving average per
-    dimension that does not look at the input."""
+    """``c' = c * g + z * (1 - g)`` with ``g = sigmoid(b_g)``: an exponential moving average per dimension that
+    does not look at the input. ``z`` is the sub-layer's output itself (the state projection, or the FFN in
+    ``dual``), as in meliad's ``bias`` gate (``nn_components.MLP._gate``): the projection is the gate's ``W_z``, no
+    second linear map and no ``b_z``. ``b_g ~ N(remember_bias, 0.1)``; meliad's and the paper's fixed gate use 0, so
+    a fresh gate keeps about half of the state per block (the paper's +-1 remember offsets are in the LSTM gate)."""
 
     def __init__(self, d: int, remember_bias: float = 0.0) -> None:
         super().__init__()
-        self.z = nn.Linear(d, d)
         self.gate_bias = nn.Parameter(torch.empty(d))
-        _variance_scaling_(self.z.weight, 0.1)
-        nn.init.normal_(self.z.bias, 0.0, 0.1)
         nn.init.normal_(self.gate_bias, remember_bias, 0.1)
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
-        g = torch.sigmoid(self.gate_bias)
-        return c * g + self.z(h) * (1 - g)
+    def keep_fraction(self) -> Tensor:
+        """``g = sigmoid(b_g)`` per dimension: the share of the old state a block update keeps."""
+        return torch.sigmoid(self.gate_bias)
+
+    def forward(self, z: Tensor, c: Tensor) -> Tensor:
+        g = self.keep_fraction()
+        return c * g + z * (1 - g)
 
 
 class LSTMGate(nn.Module):
@@ -220,9 +226,10 @@ class BlockRecurrentTransformer(SequenceLayer):
         config: ``"skip"`` (projection + gate) or ``"dual"`` (gate, FFN, gate) in the horizontal direction.
         n_buckets: relative position buckets (T5).
         dropout: dropout on the residual branches (train mode only).
-        remember_bias: mean of the fixed gate's bias b_g at initialisation (meliad: 0, so g starts near 0.5 and
-            keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's +1). On
-            title-recall a 3,000-step pilot learned the recall with 2 and not with 0 (docs/results/brt-small.md).
+        remember_bias: mean of the fixed gate's bias b_g at initialisation (the paper and meliad: 0, so g starts
+            near 0.5 and keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's
+            +1, and is a deviation from the paper). On title-recall a 3,000-step pilot learned the recall with 2
+            and not with 0 (docs/results/brt-small.md).
     """
 
     is_causal = True
