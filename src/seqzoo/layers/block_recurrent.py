@@ -198,13 +198,14 @@ class RecurrentBlockLayer(SlidingBlockLayer):
         return (_scaled(q, self.state_scale), F.normalize(k, dim=-1), v, _scaled(qc, self.state_cross_scale))
 
     def update(self, c: Tensor, heads: tuple[Tensor, Tensor, Tensor, Tensor], keys: Tensor, values: Tensor,
-               key_ok: Tensor) -> Tensor:
+               key_ok: Tensor | None) -> Tensor:
         """The state after one block: ``keys/values (B, H, 2W, dh)`` of the previous and current block,
-        ``key_ok (B, 2W)`` which of them the states may read."""
+        ``key_ok (B, 2W)`` which of them the states may read (None: all)."""
         q, k, v, qc = heads
         own = _attend(q, k, v)
-        read = _attend(qc, keys, values, key_ok[:, None, None, :])
-        h = self.state_proj(torch.cat((_merge(own), _merge(read)), dim=-1))
+        read = _attend(qc, keys, values, None if key_ok is None else key_ok[:, None, None, :])
+        b, _, s, _ = own.shape  # the two (B, H, S, dh) outputs side by side as (B, S, 2d), one copy
+        h = self.state_proj(torch.stack((own, read), 1).permute(0, 3, 1, 2, 4).reshape(b, s, -1))
         c = self.gate(h, c)
         if self.config == "dual":
             c = self.gate_ff(self.state_ff(self.norm_state_ff(c)), c)
@@ -348,6 +349,8 @@ class BlockRecurrentTransformer(SequenceLayer):
         key_ok = torch.cat((key_ok[:, :-1], key_ok[:, 1:]), -1)  # (B, nb, 2W): previous + own block
         allowed = (key_ok.unsqueeze(2) & self.causal) | self.itself  # (B, nb, W, 2W); itself: no empty row
         complete = pos.view(nb, w)[:, -1] < total.unsqueeze(1)  # (B, nb): blocks that end in this call
+        ends_some, ends_all = complete.any(0).tolist(), complete.all(0).tolist()  # per block, read once
+        reads_all = key_ok.all(2).all(0).tolist()  # blocks where every row's states may read all 2W keys
         done = total // w  # blocks completed in this call, per row
         new_fill = total - done * w
         rows = torch.arange(b, device=x.device)
@@ -370,7 +373,10 @@ class BlockRecurrentTransformer(SequenceLayer):
                     heads = layer.state_heads(c)
                     state_keys.append(heads[1])
                     state_values.append(heads[2])
-                    if bool(complete[:, j].any()):
+                    if ends_all[j]:  # the usual case in training: every row's block j ends here
+                        c = layer.update(c, heads, keys[:, :, j], values[:, :, j],
+                                         None if reads_all[j] else key_ok[:, j])
+                    elif ends_some[j]:
                         # rows whose block j is unfinished keep their state (and may read every key: no NaN rows)
                         ok = key_ok[:, j] | ~complete[:, j, None]
                         c_next = layer.update(c, heads, keys[:, :, j], values[:, :, j], ok)
