@@ -349,8 +349,9 @@ class BlockRecurrentTransformer(SequenceLayer):
         key_ok = torch.cat((key_ok[:, :-1], key_ok[:, 1:]), -1)  # (B, nb, 2W): previous + own block
         allowed = (key_ok.unsqueeze(2) & self.causal) | self.itself  # (B, nb, W, 2W); itself: no empty row
         complete = pos.view(nb, w)[:, -1] < total.unsqueeze(1)  # (B, nb): blocks that end in this call
-        ends_some, ends_all = complete.any(0).tolist(), complete.all(0).tolist()  # per block, read once
-        reads_all = key_ok.all(2).all(0).tolist()  # blocks where every row's states may read all 2W keys
+        if self.recurrent_layers:  # per block, read once: does it end in some / every row; may every row's
+            ends_some, ends_all = complete.any(0).tolist(), complete.all(0).tolist()  # states read all 2W keys
+            reads_all = key_ok.all(2).all(0).tolist()
         done = total // w  # blocks completed in this call, per row
         new_fill = total - done * w
         rows = torch.arange(b, device=x.device)
