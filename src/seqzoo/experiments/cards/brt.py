@@ -240,10 +240,10 @@ CARD = register_experiment(ExperimentCard(
             "at 4.70 for 3,000 steps. The paper trains 500k steps."),
         "step_time": Cause("open",
             "1.50 on an idle machine (per seed 1.45-1.59; BRT-LSTM 1.63) vs 1.27-1.37 in the benchmark at larger "
-            "widths. cProfile/torch.profiler at the card's sizes: no Python hot spot; a BRT step runs 9,235 aten "
-            "ops vs Slide's 2,435 (about 570 more per block of the 12-block state loop, on (8, 4, 32, 16) tensors). "
-            "The gate fix and a leaner loop (bitwise the same numbers) cut it to 8,203; the ratio after them is not "
-            "yet measured on idle cores (see 'Issue 20' in the page)."),
+            "widths. Profiled at the card's sizes: no Python hot spot; a BRT step runs 3,137 aten operators vs "
+            "Slide's 767 (bench_brt.py --ops), about 200 more per block of the 12-block state loop on tiny tensors. "
+            "The gate fix and a leaner loop (bitwise the same numbers) cut it to 2,759; the time ratio after them "
+            "is not yet measured on idle cores."),
     },
     claims=[
         Claim("recall_beyond_window", f"On title letters whose previous occurrence is outside the window, BRT "
