@@ -229,8 +229,8 @@ class BlockRecurrentTransformer(SequenceLayer):
         dropout: dropout on the residual branches (train mode only).
         remember_bias: mean of the fixed gate's bias b_g at initialisation (the paper and meliad: 0, so g starts
             near 0.5 and keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's
-            +1, and is a deviation from the paper). On title-recall a 3,000-step pilot learned the recall with 2
-            and not with 0 (docs/results/brt-small.md).
+            +1, and is a deviation from the paper). On title-recall a 3,000-step pilot (with the gate's former
+            extra W_z) learned the recall with 2 and not with 0 (docs/results/brt-small.md).
     """
 
     is_causal = True
