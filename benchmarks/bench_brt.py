@@ -7,25 +7,43 @@ table gives their median and range over the rounds, with tokens/s (median) of ea
 
     PYTHONPATH=src python benchmarks/bench_brt.py                       # d=128, 4 layers, L=512, batch 8, 5 rounds
     PYTHONPATH=src python benchmarks/bench_brt.py --length 2048 --threads 2 --json out.json
+    PYTHONPATH=src python benchmarks/bench_brt.py --d-model 64 --depth 3 --window 32 --states 32 --length 384 \
+        --recurrent-layer 1 --ops                                   # the brt card's shapes, plus aten ops per step
+
+``--ops`` also counts the aten operators one forward+backward runs (``torch.profiler``, operators called from
+another aten operator not counted): at small widths each costs mostly its fixed overhead, so the count explains
+step-time ratios that FLOPs do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
 
 
-def build(name: str, d: int, depth: int, heads: int, window: int, states: int, vocab: int):
+def build(name: str, d: int, depth: int, heads: int, window: int, states: int, vocab: int,
+          recurrent_layer: int | None = None):
     import seqzoo
 
     kw = {"d_model": d, "vocab_size": vocab, "d_input": None, "d_output": vocab}
     if name == "transformer":
         return seqzoo.create_model(name, n_layers=depth, layer_kwargs={"n_heads": heads}, **kw)
-    rec = [] if name == "slide_xl" else [min(2, depth - 1)]
+    rec = [] if name == "slide_xl" else [min(2, depth - 1) if recurrent_layer is None else recurrent_layer]
     return seqzoo.create_model(name, layer_kwargs={"depth": depth, "n_heads": heads, "window": window,
                                                    "n_states": states, "recurrent_layers": rec}, **kw)
+
+
+def count_ops(step) -> int:
+    """aten operators of one call of ``step`` (forward and backward), nested ones not counted."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
 def main() -> None:
@@ -41,14 +59,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--recurrent-layer", type=int, default=None, help="index of brt's recurrent layer (default: "
+                    "min(2, depth - 1); the brt card uses depth // 2)")
+    ap.add_argument("--ops", action="store_true", help="also count aten operators per forward+backward")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vocab = 64
     names = ("transformer", "slide_xl", "brt")
-    models = {n: build(n, args.d_model, args.depth, args.heads, args.window, args.states, vocab).train()
-              for n in names}
+    models = {n: build(n, args.d_model, args.depth, args.heads, args.window, args.states, vocab,
+                       args.recurrent_layer).train() for n in names}
     x = torch.randint(0, vocab, (args.batch, args.length))
     y = torch.randint(0, vocab, (args.batch, args.length))
 
@@ -75,14 +96,17 @@ def main() -> None:
                    "tokens_per_s": tokens / statistics.median(times[n]),
                    "time_vs_transformer": statistics.median(ratios), "range_vs_transformer": [min(ratios), max(ratios)],
                    "time_vs_slide": statistics.median(vs_slide), "range_vs_slide": [min(vs_slide), max(vs_slide)]}
+        if args.ops:
+            rows[n]["aten_ops"] = count_ops(functools.partial(once, models[n]))
     print(f"fwd+bwd, d={args.d_model}, {args.depth} layers, {args.heads} heads, L={args.length}, batch {args.batch}, "
           f"W={args.window}, S={args.states}, {args.threads} thread(s), {args.rounds} rounds (median [min, max])")
     print(f"{'model':<12} {'params':>8} {'tokens/s':>9}  {'time / transformer':>24}  {'time / slide_xl':>22}")
     for n, r in rows.items():
         lo, hi = r["range_vs_transformer"]
         slo, shi = r["range_vs_slide"]
+        ops = f"  {r['aten_ops']:>6} aten ops" if "aten_ops" in r else ""
         print(f"{n:<12} {r['params']:>8} {r['tokens_per_s']:>9.0f}  {r['time_vs_transformer']:>6.2f} "
-              f"[{lo:.2f}, {hi:.2f}]         {r['time_vs_slide']:>6.2f} [{slo:.2f}, {shi:.2f}]")
+              f"[{lo:.2f}, {hi:.2f}]         {r['time_vs_slide']:>6.2f} [{slo:.2f}, {shi:.2f}]{ops}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=1)

@@ -125,6 +125,28 @@ def test_gate_at_one_keeps_the_initial_state() -> None:
     assert not torch.allclose(moved[4][:, 0], net_free.blocks[1].state_init.expand(2, -1, -1))
 
 
+def test_gate_initialisation_is_meliads() -> None:
+    """Regression (issue 20): the fixed gate is meliad's ``bias`` gate, ``c' = c g + z (1 - g)`` on the projection
+    ``z`` with no weights of its own, and a fresh one keeps about half of the state per block (b_g ~ N(0, 0.1));
+    the LSTM gate starts at forget sigmoid(1) and input sigmoid(-1) (the paper's remember offsets)."""
+    torch.manual_seed(0)
+    d = 512
+    fixed = BlockRecurrentTransformer(d, n_heads=4, depth=1, recurrent_layers=[0]).blocks[0].gate
+    assert [n for n, _ in fixed.named_parameters()] == ["gate_bias"]
+    keep = fixed.keep_fraction().detach()
+    assert abs(float(keep.mean()) - 0.5) < 0.005 and 0.003 < float(keep.std()) < 0.05
+    z, c = torch.randn(2, 3, d), torch.randn(2, 3, d)
+    torch.testing.assert_close(fixed(z, c), c * keep + z * (1 - keep), rtol=0, atol=0)
+    biased = BlockRecurrentTransformer(d, n_heads=4, depth=1, recurrent_layers=[0], remember_bias=2.0).blocks[0]
+    assert abs(float(biased.gate.keep_fraction().detach().mean()) - float(torch.sigmoid(torch.tensor(2.0)))) < 0.005
+    lstm = BlockRecurrentTransformer(d, n_heads=4, depth=1, recurrent_layers=[0], gate="lstm").blocks[0].gate
+    with torch.no_grad():  # zero input, state 1: the new state is the forget gate plus tanh(b_z) * input gate
+        new = lstm(torch.zeros(1, 1, d), torch.ones(1, 1, d))
+        z_part = torch.tanh(lstm.proj.bias[:d]) * torch.sigmoid(lstm.proj.bias[d:2 * d] - 1)
+        forget = (new[0, 0] - z_part).mean()
+    assert abs(float(forget) - float(torch.sigmoid(torch.tensor(1.0)))) < 0.01
+
+
 def test_zeroed_state_path_is_a_plain_sliding_window_layer() -> None:
     rec = make()
     slide = make(recurrent_layers=[])

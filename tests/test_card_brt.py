@@ -42,6 +42,22 @@ def test_grid_shape() -> None:
             assert e.task_args["window"] == lk["window"]
 
 
+def test_card_models_use_the_papers_gate_initialisation() -> None:
+    """Regression (issue 20): the card's BRT starts with the paper's (meliad's) fixed gate, keeping about half of
+    the state per block, and no remember offset of its own (``remember_bias`` is not set by the card)."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    for e in get_experiment("brt").entries("small"):
+        assert "remember_bias" not in e.model_args["layer_kwargs"]
+        if e.labels == {"arch": "brt", "task": "recall"}:
+            torch.manual_seed(0)
+            model = create_model(e.model, **e.model_args, vocab_size=30, d_input=None, d_output=30)
+            gates = [m for m in model.modules() if type(m).__name__ == "FixedGate"]
+            assert len(gates) == 1 and abs(float(gates[0].keep_fraction().detach().mean()) - 0.5) < 0.03
+
+
 def test_claims_hold_on_good_results() -> None:
     testing.assert_verdicts("brt", GOOD, {"recall_beyond_window": True, "filler_similar": True, "step_time": True,
                                           "lstm_gate_not_better": True})

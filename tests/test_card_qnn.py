@@ -26,13 +26,40 @@ GOOD_PPL = {"fp": [90.0, 91.0, 89.0], "w4a4": [95.0, 96.0, 94.0], "w2a2": [120.0
 def test_small_grid_and_models() -> None:
     card = get_experiment("qnn")
     small = card.entries("small")
-    assert sorted(e.labels["arch"] for e in small) == sorted(qnn.DIGIT_ARCHS + qnn.PRECISIONS + (qnn.NOSCALE,))
+    assert sorted(e.labels["arch"] for e in small) == sorted(qnn.DIGIT_ARCHS + qnn.PRECISIONS + (qnn.SCALED,))
     lm = {e.labels["arch"]: e for e in small if e.task == "lm"}
     assert lm["fp"].model_args["quant"] is None
     assert lm["w4a4"].model_args["quant"] == "w4a4"
     assert {e.model_args["d_model"] for e in lm.values()} == {qnn.SMALL["lm_width"]}  # only quant differs
-    assert lm[qnn.NOSCALE].model_args["layer_kwargs"] == {"quant_kwargs": {"weight_scale": False}}
+    assert lm["w1a1"].model_args["layer_kwargs"] == {"quant_kwargs": {"weight_scale": False}}
+    assert "layer_kwargs" not in lm[qnn.SCALED].model_args and lm[qnn.SCALED].model_args["quant"] == "w1a1"
     assert card.scale("small").seeds == (0, 1, 2)
+
+
+def _recurrent_weight(entry: Entry):
+    """The W_hh the card's LSTM of ``entry`` multiplies with in its forward pass (shadow weights kept)."""
+    import torch
+
+    from seqzoo.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(entry.model, **entry.model_args, vocab_size=20, d_input=None, d_output=20)
+    cell = model.layers[0].cell
+    return cell.weight_hh.detach(), cell.quant.weight(cell.weight_hh).detach()
+
+
+def test_card_w1a1_lstm_uses_the_papers_plain_sign_weights() -> None:
+    """Regression (issue 20): the card's W1/A1 LSTM multiplies with sign(w) in {-1, +1}, as the paper (spec §8.1),
+    not with alpha_row * sign(w); the diagnostic entry keeps the per-row scale alpha = mean|w_row|."""
+    import torch
+
+    lm = {e.labels["arch"]: e for e in get_experiment("qnn").entries("small") if e.task == "lm"}
+    shadow, used = _recurrent_weight(lm["w1a1"])
+    assert torch.equal(used, torch.where(shadow >= 0, 1.0, -1.0))
+    shadow, used = _recurrent_weight(lm[qnn.SCALED])
+    alpha = shadow.abs().mean(1, keepdim=True)
+    assert torch.allclose(used, alpha * torch.where(shadow >= 0, 1.0, -1.0))
+    assert float(alpha.max()) < 0.5  # so the two entries differ: the scale is far from 1 at initialisation
 
 
 def test_claims_hold_on_paper_like_results() -> None:

@@ -10,11 +10,13 @@ Layers listed in ``recurrent_layers`` also carry ``n_states`` (S) state vectors:
   by block b - 1; the two outputs are concatenated and projected (2d -> d), then residual + FFN as usual;
 * horizontal: at the end of block b the states (pre-LN, plus learned state ids) attend to themselves and, with a
   separate softmax, to the 2W token keys/values of blocks b - 1 and b (shared with the vertical direction); the
-  projected result goes through a gate instead of a residual: ``fixed`` (``c' = c g + (W_z h + b_z)(1 - g)``,
-  ``g = sigmoid(b_g)``) or ``lstm`` (``c' = c f + tanh(W_z h + b_z) i`` with the -1 / +1 input / forget offsets).
-  ``skip``: projection + one gate; ``dual``: gate, LN, FFN, second gate. Gate kernels are variance-scaling with
-  scale 0.1 and biases N(0, 0.1), meliad's initialisation (the spec's pitfall: a gate that starts by forgetting
-  lets the model learn to ignore the state for good).
+  projected result goes through a gate instead of a residual: ``fixed`` (``c' = c g + h (1 - g)``, ``h`` the
+  projection, ``g = sigmoid(b_g)``: meliad's ``bias`` gate) or ``lstm`` (``c' = c f + tanh(W_z h + b_z) i`` with the
+  -1 / +1 input / forget offsets). ``skip``: projection + one gate; ``dual``: gate, LN, FFN, second gate. Gate
+  kernels are variance-scaling with scale 0.1 and gate biases N(0, 0.1), meliad's initialisation (commit cc1aef5,
+  ``transformer/nn_components.py``): a fresh fixed gate keeps about half of the state per block, a fresh LSTM gate
+  about sigmoid(1) = 0.73 (the spec's pitfall: a gate that learns to forget lets the model ignore the state for
+  good; ``remember_bias`` starts the fixed gate closer to remembering, a deviation from the paper).
 
 The block loop runs only in recurrent layers (a Python loop over blocks, never over tokens); plain layers do all
 blocks in one attention call. ``recurrent_layers=()`` is the ``Slide`` baseline; Transformer-XL:W is the same code
@@ -62,20 +64,24 @@ def _variance_scaling_(weight: Tensor, scale: float) -> None:
 
 
 class FixedGate(nn.Module):
-    """``c' = c * g + (W_z h + b_z) * (1 - g)`` with ``g = sigmoid(b_g)``: an exponential moving average per
-    dimension that does not look at the input."""
+    """``c' = c * g + z * (1 - g)`` with ``g = sigmoid(b_g)``: an exponential moving average per dimension that
+    does not look at the input. ``z`` is the sub-layer's output itself (the state projection, or the FFN in
+    ``dual``), as in meliad's ``bias`` gate (``nn_components.MLP._gate``): the projection is the gate's ``W_z``, no
+    second linear map and no ``b_z``. ``b_g ~ N(remember_bias, 0.1)``; meliad's and the paper's fixed gate use 0, so
+    a fresh gate keeps about half of the state per block (the paper's +-1 remember offsets are in the LSTM gate)."""
 
     def __init__(self, d: int, remember_bias: float = 0.0) -> None:
         super().__init__()
-        self.z = nn.Linear(d, d)
         self.gate_bias = nn.Parameter(torch.empty(d))
-        _variance_scaling_(self.z.weight, 0.1)
-        nn.init.normal_(self.z.bias, 0.0, 0.1)
         nn.init.normal_(self.gate_bias, remember_bias, 0.1)
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
-        g = torch.sigmoid(self.gate_bias)
-        return c * g + self.z(h) * (1 - g)
+    def keep_fraction(self) -> Tensor:
+        """``g = sigmoid(b_g)`` per dimension: the share of the old state a block update keeps."""
+        return torch.sigmoid(self.gate_bias)
+
+    def forward(self, z: Tensor, c: Tensor) -> Tensor:
+        g = self.keep_fraction()
+        return c * g + z * (1 - g)
 
 
 class LSTMGate(nn.Module):
@@ -192,13 +198,14 @@ class RecurrentBlockLayer(SlidingBlockLayer):
         return (_scaled(q, self.state_scale), F.normalize(k, dim=-1), v, _scaled(qc, self.state_cross_scale))
 
     def update(self, c: Tensor, heads: tuple[Tensor, Tensor, Tensor, Tensor], keys: Tensor, values: Tensor,
-               key_ok: Tensor) -> Tensor:
+               key_ok: Tensor | None) -> Tensor:
         """The state after one block: ``keys/values (B, H, 2W, dh)`` of the previous and current block,
-        ``key_ok (B, 2W)`` which of them the states may read."""
+        ``key_ok (B, 2W)`` which of them the states may read (None: all)."""
         q, k, v, qc = heads
         own = _attend(q, k, v)
-        read = _attend(qc, keys, values, key_ok[:, None, None, :])
-        h = self.state_proj(torch.cat((_merge(own), _merge(read)), dim=-1))
+        read = _attend(qc, keys, values, None if key_ok is None else key_ok[:, None, None, :])
+        b, _, s, _ = own.shape  # the two (B, H, S, dh) outputs side by side as (B, S, 2d), one copy
+        h = self.state_proj(torch.stack((own, read), 1).permute(0, 3, 1, 2, 4).reshape(b, s, -1))
         c = self.gate(h, c)
         if self.config == "dual":
             c = self.gate_ff(self.state_ff(self.norm_state_ff(c)), c)
@@ -220,9 +227,10 @@ class BlockRecurrentTransformer(SequenceLayer):
         config: ``"skip"`` (projection + gate) or ``"dual"`` (gate, FFN, gate) in the horizontal direction.
         n_buckets: relative position buckets (T5).
         dropout: dropout on the residual branches (train mode only).
-        remember_bias: mean of the fixed gate's bias b_g at initialisation (meliad: 0, so g starts near 0.5 and
-            keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's +1). On
-            title-recall a 3,000-step pilot learned the recall with 2 and not with 0 (docs/results/brt-small.md).
+        remember_bias: mean of the fixed gate's bias b_g at initialisation (the paper and meliad: 0, so g starts
+            near 0.5 and keeps about half the state per block; > 0 starts closer to remembering, as the LSTM gate's
+            +1, and is a deviation from the paper). On title-recall a 3,000-step pilot (with the gate's former
+            extra W_z) learned the recall with 2 and not with 0 (docs/results/brt-small.md).
     """
 
     is_causal = True
@@ -341,6 +349,9 @@ class BlockRecurrentTransformer(SequenceLayer):
         key_ok = torch.cat((key_ok[:, :-1], key_ok[:, 1:]), -1)  # (B, nb, 2W): previous + own block
         allowed = (key_ok.unsqueeze(2) & self.causal) | self.itself  # (B, nb, W, 2W); itself: no empty row
         complete = pos.view(nb, w)[:, -1] < total.unsqueeze(1)  # (B, nb): blocks that end in this call
+        if self.recurrent_layers:  # per block, read once: does it end in some / every row; may every row's
+            ends_some, ends_all = complete.any(0).tolist(), complete.all(0).tolist()  # states read all 2W keys
+            reads_all = key_ok.all(2).all(0).tolist()
         done = total // w  # blocks completed in this call, per row
         new_fill = total - done * w
         rows = torch.arange(b, device=x.device)
@@ -363,7 +374,10 @@ class BlockRecurrentTransformer(SequenceLayer):
                     heads = layer.state_heads(c)
                     state_keys.append(heads[1])
                     state_values.append(heads[2])
-                    if bool(complete[:, j].any()):
+                    if ends_all[j]:  # the usual case in training: every row's block j ends here
+                        c = layer.update(c, heads, keys[:, :, j], values[:, :, j],
+                                         None if reads_all[j] else key_ok[:, j])
+                    elif ends_some[j]:
                         # rows whose block j is unfinished keep their state (and may read every key: no NaN rows)
                         ok = key_ok[:, j] | ~complete[:, j, None]
                         c_next = layer.update(c, heads, keys[:, :, j], values[:, :, j], ok)
