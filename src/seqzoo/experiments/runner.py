@@ -244,7 +244,12 @@ def _run_ray(payloads: list[dict], workers: int, on_done: OnDone, shared_dir: st
     ray = _require_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(log_to_driver=False)
+        try:
+            ray.init(log_to_driver=False)
+        except ConnectionError as exc:
+            where = os.environ.get("RAY_ADDRESS") or "on this machine"
+            raise ConfigError(f"cannot reach the Ray cluster ({where}): {_error_text(exc)}; start it with `ray start "
+                              f"--head` (and `ray start --address` on the workers) or set RAY_ADDRESS") from None
     mark = None
     shared = None if shared_dir is None else str(Path(shared_dir).resolve())
     try:
