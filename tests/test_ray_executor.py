@@ -159,7 +159,9 @@ class _Cluster:
         self.worker_tmp.mkdir()
         src = str(Path(seqzoo.__file__).resolve().parents[1])
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-                    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": str(self.worker_tmp)}
+                    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": str(self.worker_tmp),
+                    # a loaded machine starts the node's agents slowly: wait longer than Ray's defaults
+                    "RAY_raylet_start_wait_time_s": "120", "RAY_agent_register_timeout_ms": "120000"}
         self.ray = str(Path(sys.executable).parent / "ray")
         self.address = f"127.0.0.1:{_free_port()}"
 
