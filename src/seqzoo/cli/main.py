@@ -287,7 +287,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     get_experiment(args.name).scale(args.scale)  # validate before any work
     report = reproduce(args.name, scale=args.scale, out=args.out, workers=args.workers, executor=args.executor,
-                       resume=not args.no_resume, progress=not args.no_progress)
+                       resume=not args.no_resume, progress=not args.no_progress, shared_dir=args.shared_dir)
     return 1 if report.failures else 0
 
 
@@ -409,7 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: small)")
     sp.add_argument("--out", default="runs")
     sp.add_argument("--workers", type=int, default=None, help="parallel runs (default: the card's setting)")
-    sp.add_argument("--executor", default="local", choices=["local", "ray"])
+    sp.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="local: this machine; ray: tasks on the Ray cluster RAY_ADDRESS names, runs shipped back "
+                         "into --out (docs/training.md)")
+    sp.add_argument("--shared-dir", default=None, metavar="PATH",
+                    help="with --executor ray: a folder every node mounts at the same path; tasks write their runs "
+                         "there and the driver copies them into --out (default: runs are shipped back as files)")
     sp.add_argument("--no-resume", action="store_true", help="train every run again even if it is in the index")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_reproduce)

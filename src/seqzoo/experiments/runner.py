@@ -87,17 +87,26 @@ def plan(card: ExperimentCard, scale: str, seeds: Sequence[int] | None = None) -
 
 
 def run_payload(payload: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
-    """Train one job (in whatever process this runs) and return a summary row of its result."""
+    """Train one job (in whatever process this runs) into ``payload["out"]``, index it, return its summary row."""
+    res = _train_payload(payload, threads)
+    _ensure_indexed(res, payload)
+    return _summary(res, payload)
+
+
+def _train_payload(payload: dict[str, Any], threads: int | None, *, index: bool = True) -> Any:
     import torch
 
     from seqzoo.training import train
 
     if threads:
         torch.set_num_threads(threads)
-    res = train(payload["model"], payload["task"], model_args=payload["model_args"], task_args=payload["task_args"],
-                config=payload["config"], out=payload["out"], resume=not payload.get("overwrite", False),
-                overwrite=bool(payload.get("overwrite", False)), tags=payload["tags"])
-    _ensure_indexed(res, payload)
+    overwrite = bool(payload.get("overwrite", False))
+    return train(payload["model"], payload["task"], model_args=payload["model_args"],
+                 task_args=payload["task_args"], config=payload["config"], out=payload["out"], resume=not overwrite,
+                 overwrite=overwrite, tags=payload["tags"], index=index)
+
+
+def _summary(res: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": res.run_id, "run_dir": str(res.run_dir), "seed": res.seed, "status": res.status,
             "steps": res.steps, "valid": dict(res.valid), "test": dict(res.test), "wall_time": res.wall_time,
             "tags": payload["tags"]}
@@ -110,17 +119,13 @@ def _ensure_indexed(res: Any, payload: dict[str, Any]) -> None:
     trained by ``seqzoo train`` with the same configuration) without indexing it again.
     """
     from seqzoo.training import RunIndex
+    from seqzoo.training.runs import index_row
 
     index = RunIndex(Path(payload["out"]) / "index.sqlite")
     rows = index.query(run_ids=[res.run_id])
     if rows and rows[-1].get("tags", {}).get("job") == payload["tags"]["job"]:
         return
-    index.add({"run_id": res.run_id, "run_dir": str(Path(res.run_dir).resolve()), "model": res.model,
-               "task": res.task, "seed": res.seed, "status": res.status, "steps": res.steps,
-               "best_step": res.best_step, "primary_metric": getattr(res, "primary_metric", None) or None,
-               "valid": dict(res.valid), "test": dict(res.test),
-               "config": json.loads((Path(res.run_dir) / "config.json").read_text()), "tags": payload["tags"],
-               "wall_time": res.wall_time})
+    index.add(index_row(res, payload["tags"]))
 
 
 def _worker_init(threads: int) -> None:
@@ -181,23 +186,101 @@ def _require_ray():
     return ray
 
 
-def _run_ray(payloads: list[dict], workers: int, on_done: OnDone) -> None:
-    """Run payloads as Ray tasks (one CPU each; the cluster decides the parallelism, ``workers`` is unused)."""
+SHARED_MARK = ".seqzoo-shared-"  # + a token: the file by which Ray workers recognise the driver's shared folder
+
+
+def run_payload_remote(payload: dict[str, Any], shared_dir: str | None = None, token: str = "") -> dict[str, Any]:
+    """A Ray task: train one job where this node may write, and hand back the run's packed files.
+
+    Where a Ray task writes (the one rule): without ``shared_dir`` into a fresh temporary folder of the worker's
+    own disk, deleted after the run's files (bytes with their sizes and SHA-256) are packed into the answer; with
+    ``shared_dir`` (a folder every node mounts at the same path) into that folder, continuing an interrupted run
+    from its checkpoint as a local run does, and only the files' records travel back. Either way the driver alone
+    places the run into its ``--out`` (``run_transfer.receive_run``) and indexes it.
+    """
+    import tempfile
+
+    from seqzoo.training.run_transfer import pack_run
+
+    if shared_dir is None:
+        with tempfile.TemporaryDirectory(prefix="seqzoo-ray-") as tmp:
+            res = _train_payload({**payload, "out": tmp, "overwrite": False}, 1, index=False)
+            return {"summary": _summary(res, payload), "pack": pack_run(res.run_dir), "wrote": str(res.run_dir)}
+    if not (Path(shared_dir) / f"{SHARED_MARK}{token}").exists():
+        import socket
+
+        raise ConfigError(f"shared folder {shared_dir}: node {socket.gethostname()} does not see the driver's folder "
+                          f"there; give a folder every node mounts at the same path, or no shared folder (runs are "
+                          f"then shipped back)")
+    res = _train_payload({**payload, "out": shared_dir}, 1, index=False)
+    return {"summary": _summary(res, payload), "pack": pack_run(res.run_dir, data=False), "wrote": str(res.run_dir)}
+
+
+def _arrive(answer: dict[str, Any], payload: dict[str, Any], shared_dir: str | None) -> None:
+    """Place a Ray task's run into the driver's ``--out``, checked, and index it as a local run is indexed."""
+    from seqzoo.training import RunIndex
+    from seqzoo.training.run_transfer import receive_run
+    from seqzoo.training.runs import index_row
+
+    pack = answer["pack"]
+    source = None if shared_dir is None else Path(shared_dir) / str(pack["run_id"])
+    res = receive_run(pack, payload["out"], source=source)
+    RunIndex(Path(payload["out"]) / "index.sqlite").add(index_row(res, payload["tags"]))
+
+
+def _ray_error(exc: BaseException) -> str:
+    """The user's error inside a failed Ray task (Ray wraps it), as one line."""
+    cause = getattr(exc, "cause", None)
+    return _error_text(cause if isinstance(cause, BaseException) else exc)
+
+
+def _run_ray(payloads: list[dict], workers: int, on_done: OnDone, shared_dir: str | Path | None = None) -> None:
+    """Run payloads as Ray tasks (one CPU each; the cluster decides the parallelism, ``workers`` is unused).
+
+    Connects to the cluster ``RAY_ADDRESS`` names (else the one running on this machine, else starts one here).
+    Finished runs reach the driver's ``--out`` as ``run_payload_remote`` says; a failed task or a run that
+    arrives damaged is reported and the grid goes on.
+    """
     ray = _require_ray()
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(run_payload)
-    refs = {remote.remote(p, 1): p for p in payloads}
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            try:
-                row = ray.get(ref)
-            except Exception as exc:
-                on_done(refs[ref], None, _error_text(exc))
-            else:
-                on_done(refs[ref], row, None)
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(log_to_driver=False)
+        except ConnectionError as exc:
+            where = os.environ.get("RAY_ADDRESS") or "on this machine"
+            raise ConfigError(f"cannot reach the Ray cluster ({where}): {_error_text(exc)}; start it with `ray start "
+                              f"--head` (and `ray start --address` on the workers) or set RAY_ADDRESS") from None
+    mark = None
+    shared = None if shared_dir is None else str(Path(shared_dir).resolve())
+    try:
+        token = os.urandom(8).hex()
+        if shared is not None:
+            Path(shared).mkdir(parents=True, exist_ok=True)
+            mark = Path(shared) / f"{SHARED_MARK}{token}"
+            mark.write_text("seqzoo: Ray workers check that they see this folder\n")
+        remote = ray.remote(num_cpus=1)(run_payload_remote)
+        refs = {remote.remote(p, shared, token): p for p in payloads}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                payload = refs[ref]
+                try:
+                    answer = ray.get(ref)
+                except Exception as exc:
+                    on_done(payload, None, _ray_error(exc))
+                    continue
+                try:
+                    _arrive(answer, payload, shared)
+                except Exception as exc:
+                    on_done(payload, None, _error_text(exc))
+                else:
+                    on_done(payload, answer["summary"], None)
+    finally:
+        if mark is not None:
+            mark.unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,12 +451,14 @@ def _finite(o: Any) -> Any:
 
 def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers: int | None = None,
               executor: str = "local", resume: bool = True, progress: bool = True,
-              echo: Callable[[str], None] | None = print) -> Report:
+              echo: Callable[[str], None] | None = print, shared_dir: str | Path | None = None) -> Report:
     """Run experiment ``name`` at ``scale``: train the missing runs, judge the claims, write the summary.
 
     Runs go to ``out`` (index ``out/index.sqlite``); the summary, Markdown and plots to
     ``out/<name>/<scale>/``. ``workers`` defaults to the scale's own setting. With ``resume`` a job
     already in the index is not trained again. ``echo`` receives the printed lines (None = silent).
+    ``shared_dir`` (executor ``ray`` only): a folder every Ray node mounts at the same path, where the tasks
+    write their runs instead of shipping them back (``run_payload_remote``).
     """
     card = get_experiment(name)
     card.scale(scale)
@@ -382,6 +467,9 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
     workers = card.scale(scale).workers if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if shared_dir is not None and executor != "ray":
+        raise ConfigError(f"a shared folder (--shared-dir {shared_dir}) is for executor 'ray'; executor "
+                          f"{executor!r} writes into --out directly")
     if executor == "ray":
         _require_ray()
     try:
@@ -416,7 +504,7 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
         payloads = [j.to_payload(str(out), overwrite=not resume) for j in todo]
         try:
             if executor == "ray":
-                _run_ray(payloads, workers, on_done)
+                _run_ray(payloads, workers, on_done, shared_dir)
             else:
                 _run_local(payloads, workers, on_done)
         finally:

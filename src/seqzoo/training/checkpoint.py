@@ -231,6 +231,18 @@ def _read_checked(d: Path, entry: dict) -> bytes:
     return data
 
 
+def verify_checkpoint(run_dir: str | os.PathLike) -> int | None:
+    """Check every file the checkpoint manifest of ``run_dir`` names (size and SHA-256); its step, or None
+    when there is no checkpoint. A missing or damaged file is a RunNotFoundError / IntegrityError naming it."""
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return None
+    d = Path(run_dir) / CHECKPOINT_DIR
+    for entry in manifest["files"].values():
+        _read_checked(d, entry)
+    return int(manifest["step"])
+
+
 def load_checkpoint_weights(run_dir: str | os.PathLike) -> tuple[int, dict[str, torch.Tensor]] | None:
     """``(step, model state)`` of the last checkpoint, or None when there is none."""
     from safetensors.torch import load

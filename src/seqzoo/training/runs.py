@@ -159,6 +159,21 @@ def write_result(result: RunResult) -> None:
     atomic_write_json(result.run_dir / RESULT_FILE, result.to_dict())
 
 
+def index_row(result: RunResult, tags: dict[str, Any]) -> dict[str, Any]:
+    """The run-index row of a finished run (its ``config.json`` read from ``result.run_dir``).
+
+    The one rule for every way a run reaches an index: the trainer, a grid worker, a run shipped back by Ray.
+    """
+    return {
+        "run_id": result.run_id, "run_dir": str(Path(result.run_dir).resolve()), "model": result.model,
+        "task": result.task, "seed": result.seed, "status": result.status, "steps": result.steps,
+        "best_step": result.best_step, "primary_metric": result.primary_metric or None,
+        "primary_value": result.valid.get(result.primary_metric), "valid": dict(result.valid),
+        "test": dict(result.test), "config": read_config(result.run_dir), "tags": dict(tags),
+        "wall_time": result.wall_time,
+    }
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of ``metrics.jsonl`` (a torn last line, left by a kill, is skipped)."""
     path = Path(run_dir) / METRICS_FILE

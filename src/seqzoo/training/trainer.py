@@ -84,6 +84,7 @@ from seqzoo.training.runs import (
     RunResult,
     check_out_dir,
     environment,
+    index_row,
     jsonable,
     read_config,
     read_json,
@@ -686,17 +687,10 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step)
 
     def _index(self, result: RunResult, *, only_if_missing: bool = False) -> None:
-        cfg = read_config(result.run_dir)
         index = RunIndex(self.out / INDEX_FILE)
         if only_if_missing and index.query(run_ids=[result.run_id]):
             return
-        index.add({
-            "run_id": result.run_id, "run_dir": str(result.run_dir.resolve()), "model": result.model,
-            "task": result.task, "seed": result.seed, "status": result.status, "steps": result.steps,
-            "best_step": result.best_step, "primary_metric": result.primary_metric,
-            "primary_value": result.valid.get(result.primary_metric), "valid": result.valid, "test": result.test,
-            "config": cfg, "tags": self.tags, "wall_time": result.wall_time,
-        })
+        index.add(index_row(result, self.tags))
 
 
 def _map_tensors(tree: Any, fn) -> Any:
