@@ -30,7 +30,7 @@ Claims (thresholds fixed here, never tuned to a result):
    attention 28.3, ConvS2S 34.1 in the same tutorial series); meant for the medium scale (all 1000 sentences).
 
 Budgets: ``tiny`` plumbing (2k training pairs, width 16, 4 steps). ``small``: width 128, 4k pieces, 120 steps
-(~0.26 epoch), 3 seeds, 60 test sentences decoded (sized for a machine shared by 8 agents). ``medium``: the
+(~0.26 epoch), 3 seeds, 60 test sentences decoded (4 min 50 s on 2 idle cores). ``medium``: the
 presets' width 256, 8k pieces, 3000 steps (~6.6 epochs), GNMT-small and ConvS2S only (the residual
 ablation is decided at small scale), 1 seed, all 1000 test sentences.
 """
@@ -244,17 +244,17 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(seeds=(0,), grid=_tiny, expected_seconds=60,
                       note="plumbing only: 2k training pairs, 500 pieces, width 16, 4 steps, 10 test sentences."),
-        "small": Scale(seeds=(0, 1, 2), grid=_small, workers=2, expected_seconds=2210,  # on a loaded machine
+        "small": Scale(seeds=(0, 1, 2), grid=_small, workers=2, expected_seconds=290,
                        note=f"width 128, 4k pieces, {SMALL_STEPS} Adam steps of 64 pairs (~0.26 epoch), 3 seeds; "
                             "decoding on the first 60 test_2016_flickr sentences. Far from converged: the "
-                            "claims compare the models early in training. The expected time was measured with "
-                            "load average 15-21 on 2 cores (eight agents); idle cores need less (not measured)."),
+                            "claims compare the models early in training (the medium scale decides the rest). "
+                            "Measured on 2 idle cores: 4 min 50 s."),
         "medium": Scale(seeds=(0,), grid=_medium, workers=2, expected_seconds=3500,
                         note=f"the presets' width 256, 8k pieces, {MEDIUM_STEPS} Adam steps of 64 pairs (~6.6 "
                              "epochs), GNMT-small and ConvS2S (the 8+8 ablation is decided at small scale), all "
                              "1000 test sentences; one seed (the anchors are thresholds on published numbers, "
-                             "not a comparison between seeds). Measured: 58 min 24 s on 2 cores (the first 13 min shared "
-                             "with other jobs; 0.95 / 0.65 s a step at one thread each once idle)."),
+                             "not a comparison between seeds). Measured: 58 min 24 s on 2 cores (the first 13 min "
+                             "shared with other jobs; 0.95 / 0.65 s a step at one thread each once idle)."),
     },
     causes={
         "beam_lpcp_beats_greedy": Cause("budget",
@@ -262,13 +262,13 @@ CARD = register_experiment(ExperimentCard(
             "faster, meets both parts (beam+lp/cp 6.82 vs greedy 6.24 BLEU, length ratio closer to 1). Held at the "
             "medium scale: GNMT-small 30.95 vs greedy 29.74 BLEU, length ratio 0.937 vs 0.914 with alpha = 0."),
         "convs2s_faster": Cause("budget",
-            "The training part holds (BLEU 6.8 after 123 s vs 0.45 after 416 s); decoding does not (greedy 0.96 s "
-            "vs 0.67 s for 60 sentences) because the untrained GNMT's outputs are shorter (length ratio 0.68 vs "
+            "The training part holds (BLEU 6.8 after 26.7 s vs 0.45 after 38.6 s); decoding does not (greedy "
+            "0.37 s vs 0.26 s for 60 sentences) because the untrained GNMT's outputs are shorter (length ratio 0.68 vs "
             "0.84). Held at the medium scale, where both models are trained: 1000 sentences decoded in 5.7 s vs "
             "6.4 s (greedy) and 23.7 s vs 26.4 s (beam 5), only 1.1x, not the paper's 9x."),
         "int8_decoding": Cause("budget",
-            "The small scale's width 128 (cut for its budget): 1.29x with 0.01 BLEU lost. At the presets' width "
-            "256 (medium scale) int8 greedy decoding is 2.28x faster with no BLEU lost (29.75 vs 29.74): held."),
+            "The small scale's width 128 (cut for its budget): 1.60x (1.43-1.71 over seeds, idle cores) with "
+            "0.01 BLEU lost. At the presets' width 256 (medium scale) int8 greedy decoding is 2.28x faster with no BLEU lost (29.75 vs 29.74): held."),
     },
     claims=[
         Claim("residual_helps_depth", "GNMT-small (4+4, residuals from layer 3) ends with a lower training loss "
