@@ -268,7 +268,8 @@ CARD = register_experiment(ExperimentCard(
             "6.4 s (greedy) and 23.7 s vs 26.4 s (beam 5), only 1.1x, not the paper's 9x."),
         "int8_decoding": Cause("budget",
             "The small scale's width 128 (cut for its budget): 1.60x (1.43-1.71 over seeds, idle cores) with "
-            "0.01 BLEU lost. At the presets' width 256 (medium scale) int8 greedy decoding is 2.28x faster with no BLEU lost (29.75 vs 29.74): held."),
+            "0.01 BLEU lost. At the presets' width 256 (medium scale) int8 greedy decoding is 2.28x faster with "
+            "no BLEU lost (29.75 vs 29.74): held."),
     },
     claims=[
         Claim("residual_helps_depth", "GNMT-small (4+4, residuals from layer 3) ends with a lower training loss "
