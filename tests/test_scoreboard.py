@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from seqzoo.errors import DataError
-from seqzoo.experiments.card import Cause, Claim, ClaimResult, ExperimentCard, Scale
+from seqzoo.experiments.card import Cause, Claim, ClaimResult, ExperimentCard, Results, Scale
 from seqzoo.experiments.registry import get_experiment
 from seqzoo.experiments.scoreboard import parse_page, render_scoreboard, write_scoreboard
 
@@ -66,6 +66,45 @@ def test_scoreboard_refuses_a_stale_page(tmp_path: Path) -> None:
         render_scoreboard(tmp_path)
 
 
+def _card_with_observation() -> ExperimentCard:
+    """A card with one counted claim and one observation, both judged from the cell ``arch=a``."""
+    return ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, metric="m",
+                          claims=[Claim("c", "counted", lambda r: ClaimResult(r.mean(arch="a") < 1, {"a": 0.5}))],
+                          observations=[Claim("o", "kept for its numbers",
+                                              lambda r: ClaimResult(r.mean(arch="a") > 1, {"a": 0.5}, "why"))])
+
+
+def test_observations_are_printed_written_and_read_back_but_not_counted() -> None:
+    """The runner writes an observation in its own table; the scoreboard reads it back apart from the claims."""
+    from seqzoo.experiments.runner import Report
+
+    card = _card_with_observation()
+    res = Results.from_records([{"arch": "a", "m": 0.5}], "m")
+    report = Report(card, "small", res, card.evaluate(res), out_dir=None, observations=card.observe(res))
+    assert report.verdicts == {"c": "HELD"}  # the observation is not a verdict
+    text = report.format_claims()
+    assert "[HELD] c: counted" in text and "[observation, NOT HELD] o: kept for its numbers" in text
+    assert report.to_dict()["observations"][0] == {"name": "o", "text": "kept for its numbers", "held": False,
+                                                   "verdict": "NOT HELD", "numbers": {"a": 0.5}, "detail": "why"}
+    page = report.to_markdown()
+    assert "| **o**: kept for its numbers | NOT HELD | a=0.5 |" in page.split("## Observations")[1]
+    assert "**o**" not in page.split("## Observations")[0]
+
+
+def test_parse_page_reads_observations_of_the_first_run_only(tmp_path: Path) -> None:
+    obs = ["", "## Observations", "", "| observation | outcome | numbers |", "|---|---|---|",
+           "| **spikes**: t | NOT HELD | r=76 |", ""]
+    older = _page(["| **a**: t | NOT HELD | |"]) + "\n".join(["", *obs]).replace("spikes", "older_obs")
+    path = tmp_path / "x-small.md"
+    path.write_text(_page(["| **a**: t | HELD | |"]) + "\n".join(obs) + "\n## Earlier run\n\n" + older)
+    page = parse_page(path, "x", "small")
+    assert page.verdicts == {"a": "HELD"} and page.observations == {"spikes": "NOT HELD"}
+    assert (page.count("HELD"), page.count("NOT HELD")) == (1, 0)
+    path.write_text(_page(["| **a**: t | HELD | |"]) + "\n".join(obs[:5] + ["| spikes edited | no | |"]))
+    with pytest.raises(DataError, match=r"x-small\.md:17: an observations-table row"):
+        parse_page(path, "x", "small")
+
+
 def test_cause_and_card_validation() -> None:
     with pytest.raises(ValueError, match="cause kind"):
         Cause("bad luck", "evidence")
@@ -75,6 +114,11 @@ def test_cause_and_card_validation() -> None:
     with pytest.raises(ValueError, match="causes name unknown claims"):
         ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m",
                        causes={"other": Cause("budget", "e")})
+    with pytest.raises(ValueError, match="an observation is not counted, so it has no cause"):
+        ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m",
+                       observations=[Claim("o", "t", claim.check)], causes={"o": Cause("claim wording", "e")})
+    with pytest.raises(ValueError, match="claim and observation names must be unique"):
+        ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m", observations=[claim])
 
 
 def test_committed_scoreboard_is_current(tmp_path: Path) -> None:
