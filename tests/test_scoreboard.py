@@ -45,8 +45,8 @@ def test_parse_page_errors_name_file_and_line(tmp_path: Path) -> None:
 def test_scoreboard_counts_causes_and_flags_missing_ones(tmp_path: Path) -> None:
     card = get_experiment("s5")
     names = [c.name for c in card.claims]
-    assert "lstm_stays_on_adding_plateau" in card.causes
-    rows = [f"| **{n}**: t | {'NOT HELD' if n == 'lstm_stays_on_adding_plateau' else 'HELD'} | |" for n in names]
+    assert card.causes["s5_beats_transformer_on_listops"].kind == "open"
+    rows = [f"| **{n}**: t | {'NOT HELD' if n == 's5_beats_transformer_on_listops' else 'HELD'} | |" for n in names]
     (tmp_path / "s5-small.md").write_text(_page(rows))
     # A NOT HELD claim of a card with no recorded cause for it.
     mem = get_experiment("memorization")
@@ -54,10 +54,34 @@ def test_scoreboard_counts_causes_and_flags_missing_ones(tmp_path: Path) -> None
     (tmp_path / "memorization-small.md").write_text(_page(mrows))
     text = render_scoreboard(tmp_path)
     assert "| `s5` | small | 3 | 1 | 0 | [s5-small.md](s5-small.md) | 2 min |" in text
-    assert "| `s5` | small | `lstm_stays_on_adding_plateau` | claim wording |" in text
+    assert "| `s5` | small | `s5_beats_transformer_on_listops` | open |" in text
     assert f"{len(mem.claims)} without a recorded cause" in text
     assert "| `memorization` | small | `" in text and "**no cause recorded**" in text
     assert "| `atn` | small | not run |" in text  # a card without a page is listed as not run
+
+
+def test_scoreboard_lists_observations_apart_from_the_counts(tmp_path: Path) -> None:
+    """An observation's NOT HELD is listed in its own section and is in no count; it needs no cause."""
+    card = get_experiment("s5")
+    assert [o.name for o in card.observations] == ["lstm_stays_on_adding_plateau"]
+    rows = [f"| **{c.name}**: t | HELD | |" for c in card.claims]
+    obs = ["", "| observation | outcome | numbers |", "|---|---|---|",
+           "| **lstm_stays_on_adding_plateau**: t | NOT HELD | |"]
+    (tmp_path / "s5-small.md").write_text(_page(rows) + "\n".join(obs) + "\n")
+    text = render_scoreboard(tmp_path)
+    assert f"| `s5` | small | {len(card.claims)} | 0 | 0 |" in text
+    assert "Claims over all pages: 4 held, 0 not held, 0 undecided." in text and "0 without a recorded cause" in text
+    assert "Observations (judged, not counted): 1." in text
+    listed = text.split("## Observations")[1]
+    assert "| `s5` | small | `lstm_stays_on_adding_plateau` | NOT HELD | The parameter-matched LSTM" in listed
+    assert "lstm_stays_on_adding_plateau" not in text.split("## Observations")[0]
+    (tmp_path / "s5-small.md").write_text(_page(rows) + "\n".join(obs).replace("lstm_stays", "renamed") + "\n")
+    with pytest.raises(DataError, match=r"renamed_on_adding_plateau.*not observations of card 's5'"):
+        render_scoreboard(tmp_path)
+    # the old claim still in the claims table (a page from before the re-wording) is stale
+    (tmp_path / "s5-small.md").write_text(_page([*rows, "| **lstm_stays_on_adding_plateau**: t | NOT HELD | |"]))
+    with pytest.raises(DataError, match="not claims of card 's5'"):
+        render_scoreboard(tmp_path)
 
 
 def test_scoreboard_refuses_a_stale_page(tmp_path: Path) -> None:

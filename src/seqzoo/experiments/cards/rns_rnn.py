@@ -171,10 +171,11 @@ CARD = register_experiment(ExperimentCard(
             'nats above the bound on validation (claim: 0.1). The stack DP agrees with the official code to '
             "float64 rounding. See 'Cause of the NOT HELD claims'."),
         "rns_lowest_among_stacks": Cause("open",
-            "Marked reversal decides it whichever seed validation selects: RNS-RNN's test seeds (0.431, 0.455) are "
-            "above every seed of superposition (0.217, 0.373), stratification (0.248, 0.332) and NS-RNN (0.348, "
-            "0.386). Not budget as far as measured: from 500 to 1,100 steps RNS-RNN gained 0.048 there, the LSTM "
-            "0.135, superposition 0.059; the other models were not run longer. See 'Claim re-worded (issue 20)'."),
+            "Marked reversal decides it whichever seed validation selects: RNS-RNN's test seeds (0.431, 0.455, from "
+            "mean ± std of 2) are above every seed of superposition (0.217, 0.373), stratification (0.248, 0.332) "
+            "and NS-RNN (0.348, 0.386). Not budget as far as measured: from 500 to 1,100 steps RNS-RNN gained 0.048 "
+            "there, the LSTM 0.135, superposition 0.059; the other models were not run longer. See 'Claim re-worded "
+            "(issue 20)'."),
     },
     claims=[
         Claim("rns_near_bound", f"RNS-RNN is within {NEAR_BOUND} nats of the lower bound on marked reversal and "
