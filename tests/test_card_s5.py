@@ -116,3 +116,11 @@ def test_tiny_reproduce(tmp_path) -> None:
     assert not report.failures and report.runs_total == 6
     assert all(r.held is not None for _, r in report.claims)  # every cell trained: every claim is decided
     assert (report.out_dir / "bars.png").is_file()
+    # the observation is judged too, written to its own table of the summary, and listed apart by `seqzoo report`
+    assert [(o.name, r.held is not None) for o, r in report.observations] == [("lstm_stays_on_adding_plateau", True)]
+    summary = (report.out_dir / "summary.md").read_text()
+    assert "| **lstm_stays_on_adding_plateau**:" in summary.split("## Observations")[1]
+    from seqzoo.experiments.report import render_report
+
+    page = render_report(tmp_path, tmp_path / "results.md").read_text()
+    assert "| s5 | tiny | lstm_stays_on_adding_plateau (observation) | tiny: not a result (" in page
