@@ -36,6 +36,7 @@ def _results(cell: np.ndarray, arma21: float, real_arma: float) -> Results:
 def fake_refs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(arma, "statsmodels_reference", lambda task_args: ARIMA)
     monkeypatch.setattr(arma, "real_baselines", lambda s: {"naive": {"rmse": 31.0, "mae": 25.0, "mse": 961.0}})
+    monkeypatch.setattr(arma, "oracle_rmse", lambda task_args: 2.0)
 
 
 def test_claims_hold_on_good_fabricated_results(fake_refs: None) -> None:
@@ -49,6 +50,22 @@ def test_claims_fail_on_bad_fabricated_results(fake_refs: None) -> None:
     verdicts = {c.name: r.held for c, r in card.evaluate(_results(ARIMA + 0.045, 2.15, 34.0))}
     # 0.045 + 0.01 on the second seed exceeds 0.05: every seed must be within tolerance
     assert verdicts == dict.fromkeys([c.name for c in card.claims], False)
+
+
+def test_near_oracle_claim_and_the_old_bar_as_observation(fake_refs: None) -> None:
+    """The claim measures the cell against the floor of its own test period; "<= 2.1" is only observed."""
+    card = get_experiment("arma")
+    assert [o.name for o in card.observations] == ["arma21_rmse_le_2.1"] and "arma21_rmse_le_2.1" not in card.causes
+    out = {c.name: r for c, r in card.evaluate(_results(ARIMA, 2.095, 31.0))}["arma21_near_oracle"]
+    assert out.held is True and out.numbers["arma_minus_oracle"] == 0.095 and out.numbers["bar"] == 2.1
+    assert {c.name: r.held for c, r in card.evaluate(_results(ARIMA, 2.101, 31.0))}["arma21_near_oracle"] is False
+    assert [r.held for _, r in card.observe(_results(ARIMA, 2.101, 31.0))] == [False]
+
+
+def test_oracle_of_the_small_grid_test_period() -> None:
+    """The floor the card's ARMA(2,1) test period gives: 2.090, 0.09 above the population floor sigma = 2."""
+    entry = next(e for e in get_experiment("arma").entries("small") if e.labels == {"exp": "arma21", "arch": "arma"})
+    assert arma.oracle_rmse(dict(entry.task_args)) == pytest.approx(2.0903, abs=1e-4)
 
 
 def test_missing_results_are_undecided(fake_refs: None) -> None:

@@ -94,6 +94,24 @@ def test_gated_beat_tanh_held_not_held_undecided() -> None:
     assert jsb.evaluate(_results(vals)).held is None
 
 
+def test_nottingham_claim_is_the_papers_order_and_the_old_one_an_observation() -> None:
+    """Table 2 has tanh best on Nottingham: that is the claim; "gated beat tanh" there is only observed."""
+    card = get_experiment("chung2014")
+    assert "gated_beat_tanh_nottingham" in [o.name for o in card.observations]
+    assert "gated_beat_tanh_nottingham" not in [c.name for c in card.claims] and not card.causes
+    claim = testing.claim("chung2014", "tanh_best_nottingham")
+    paper = {"nottingham": {a: [v, v] for a, v in chung2014.PAPER_TEST["nottingham"].items()}}
+    assert claim.evaluate(_results(paper)).held is True  # the paper's own numbers satisfy its claim
+    out = claim.evaluate(_results(_paper_like()))  # tanh 3.55 vs GRU 3.35, LSTM 3.35
+    assert out.held is False and out.numbers["rnn_tanh_paper"] == 3.13
+    vals = _paper_like()
+    vals["nottingham"]["gru"] = [3.55, 3.55]  # a tie with the better gated unit holds ("at most")
+    vals["nottingham"]["lstm"] = [3.6, 3.7]
+    assert claim.evaluate(_results(vals)).held is True
+    del vals["nottingham"]["gru"]
+    assert claim.evaluate(_results(vals)).held is None
+
+
 def test_jsb_near_paper() -> None:
     claim = testing.claim("chung2014", "jsb_near_paper")
     out = claim.evaluate(_results(_paper_like()))

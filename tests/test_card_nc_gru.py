@@ -82,6 +82,17 @@ def test_claims_held() -> None:
         assert testing.claim("nc-gru", name).evaluate(res).held is True, name
 
 
+def test_spikes_are_an_observation_not_a_claim() -> None:
+    """The spike bound is the spec's expectation, not the paper's: judged and reported, never counted."""
+    card = get_experiment("nc-gru")
+    assert [c.name for c in card.claims] == ["leaves_baseline_no_later", "ends_lower"]
+    assert [o.name for o in card.observations] == ["no_grad_spikes"] and "no_grad_spikes" not in card.causes
+    cells = _good()
+    cells[("nc_gru", "copy")] = {**_cell(0.05, 300.0, 4.0), "spike_ratio": [4.0, 12.0]}
+    assert [r.held for _, r in card.observe(_results(cells))] == [False]
+    assert [r.held for _, r in card.evaluate(_results(cells))] == [True, True]
+
+
 def test_leave_not_held_when_later_or_never() -> None:
     cells = _good()
     cells[("nc_gru", "copy")] = _cell(0.05, 900.0, 4.0)  # later than GRU's 800

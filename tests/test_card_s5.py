@@ -88,11 +88,25 @@ def test_listops_claims() -> None:
     assert beats.evaluate(bad).held is False
 
 
+def test_transformer_claim_and_lstm_plateau_observation() -> None:
+    """The paper's comparison (LRA Table 1) is with the Transformer; "the LSTM stays on the plateau" is observed."""
+    card = get_experiment("s5")
+    assert [o.name for o in card.observations] == ["lstm_stays_on_adding_plateau"]
+    assert "lstm_stays_on_adding_plateau" not in [c.name for c in card.claims]
+    claim = testing.claim("s5", "s5_beats_transformer_on_listops")
+    out = claim.evaluate(_results({}, {"s5": 0.62, "lstm": 0.3, "transformer": 0.36}))
+    assert out.held is True and out.numbers["s5_minus_transformer"] == pytest.approx(0.26)
+    out = claim.evaluate(_results({}, {"s5": 0.289, "lstm": 0.198, "transformer": 0.294}))  # the small run
+    assert out.held is False and out.numbers["s5_minus_transformer"] == pytest.approx(-0.005)
+    assert claim.evaluate(_results({}, {"s5": 0.3, "lstm": 0.2})).held is None
+
+
 def test_missing_results_are_undecided() -> None:
     only_adding = _results({"s5": 0.01}, {})
     verdicts = {c.name: r.held for c, r in get_experiment("s5").evaluate(only_adding)}
-    assert verdicts == {"s5_leaves_adding_plateau": True, "lstm_stays_on_adding_plateau": None,
+    assert verdicts == {"s5_leaves_adding_plateau": True, "s5_beats_transformer_on_listops": None,
                         "s5_beats_listops_majority": None, "s5_beats_lstm_on_listops": None}
+    assert [r.held for _, r in get_experiment("s5").observe(only_adding)] == [None]
 
 
 def test_tiny_reproduce(tmp_path) -> None:
@@ -102,3 +116,11 @@ def test_tiny_reproduce(tmp_path) -> None:
     assert not report.failures and report.runs_total == 6
     assert all(r.held is not None for _, r in report.claims)  # every cell trained: every claim is decided
     assert (report.out_dir / "bars.png").is_file()
+    # the observation is judged too, written to its own table of the summary, and listed apart by `seqzoo report`
+    assert [(o.name, r.held is not None) for o, r in report.observations] == [("lstm_stays_on_adding_plateau", True)]
+    summary = (report.out_dir / "summary.md").read_text()
+    assert "| **lstm_stays_on_adding_plateau**:" in summary.split("## Observations")[1]
+    from seqzoo.experiments.report import render_report
+
+    page = render_report(tmp_path, tmp_path / "results.md").read_text()
+    assert "| s5 | tiny | lstm_stays_on_adding_plateau (observation) | tiny: not a result (" in page

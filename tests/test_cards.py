@@ -56,3 +56,15 @@ def test_atn_claims_on_fabricated_results() -> None:
         entries += card_module.Results.from_records([r for r in rows if metric in r], metric).entries
     verdicts = {c.name: r.held for c, r in card.evaluate(card_module.Results(entries, "mse"))}
     assert verdicts == {"atn_le_ln": True, "normalized_beat_baseline": True}
+
+
+def test_observations_are_described_and_listed_apart_from_claims() -> None:
+    """`seqzoo list experiments` names a card's observations on their own line, never among its claims."""
+    from seqzoo.experiments.catalog import format_experiments
+
+    d = get_experiment("s5").describe()
+    assert d["observations"] == ["lstm_stays_on_adding_plateau"] and "lstm_stays_on_adding_plateau" not in d["claims"]
+    block = format_experiments("s5", width=200)
+    claims = next(line for line in block.splitlines() if line.startswith("  claims:"))
+    assert "  observations: lstm_stays_on_adding_plateau" in block and "lstm_stays" not in claims
+    assert "observations:" not in format_experiments("memorization", width=200)  # a card without any

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from seqzoo.errors import DataError
-from seqzoo.experiments.card import Cause, Claim, ClaimResult, ExperimentCard, Scale
+from seqzoo.experiments.card import Cause, Claim, ClaimResult, ExperimentCard, Results, Scale
 from seqzoo.experiments.registry import get_experiment
 from seqzoo.experiments.scoreboard import parse_page, render_scoreboard, write_scoreboard
 
@@ -45,8 +45,8 @@ def test_parse_page_errors_name_file_and_line(tmp_path: Path) -> None:
 def test_scoreboard_counts_causes_and_flags_missing_ones(tmp_path: Path) -> None:
     card = get_experiment("s5")
     names = [c.name for c in card.claims]
-    assert "lstm_stays_on_adding_plateau" in card.causes
-    rows = [f"| **{n}**: t | {'NOT HELD' if n == 'lstm_stays_on_adding_plateau' else 'HELD'} | |" for n in names]
+    assert card.causes["s5_beats_transformer_on_listops"].kind == "open"
+    rows = [f"| **{n}**: t | {'NOT HELD' if n == 's5_beats_transformer_on_listops' else 'HELD'} | |" for n in names]
     (tmp_path / "s5-small.md").write_text(_page(rows))
     # A NOT HELD claim of a card with no recorded cause for it.
     mem = get_experiment("memorization")
@@ -54,16 +54,79 @@ def test_scoreboard_counts_causes_and_flags_missing_ones(tmp_path: Path) -> None
     (tmp_path / "memorization-small.md").write_text(_page(mrows))
     text = render_scoreboard(tmp_path)
     assert "| `s5` | small | 3 | 1 | 0 | [s5-small.md](s5-small.md) | 2 min |" in text
-    assert "| `s5` | small | `lstm_stays_on_adding_plateau` | claim wording |" in text
+    assert "| `s5` | small | `s5_beats_transformer_on_listops` | open |" in text
     assert f"{len(mem.claims)} without a recorded cause" in text
     assert "| `memorization` | small | `" in text and "**no cause recorded**" in text
     assert "| `atn` | small | not run |" in text  # a card without a page is listed as not run
+
+
+def test_scoreboard_lists_observations_apart_from_the_counts(tmp_path: Path) -> None:
+    """An observation's NOT HELD is listed in its own section and is in no count; it needs no cause."""
+    card = get_experiment("s5")
+    assert [o.name for o in card.observations] == ["lstm_stays_on_adding_plateau"]
+    rows = [f"| **{c.name}**: t | HELD | |" for c in card.claims]
+    obs = ["", "| observation | outcome | numbers |", "|---|---|---|",
+           "| **lstm_stays_on_adding_plateau**: t | NOT HELD | |"]
+    (tmp_path / "s5-small.md").write_text(_page(rows) + "\n".join(obs) + "\n")
+    text = render_scoreboard(tmp_path)
+    assert f"| `s5` | small | {len(card.claims)} | 0 | 0 |" in text
+    assert "Claims over all pages: 4 held, 0 not held, 0 undecided." in text and "0 without a recorded cause" in text
+    assert "Observations (judged, not counted): 1." in text
+    listed = text.split("## Observations")[1]
+    assert "| `s5` | small | `lstm_stays_on_adding_plateau` | NOT HELD | The parameter-matched LSTM" in listed
+    assert "lstm_stays_on_adding_plateau" not in text.split("## Observations")[0]
+    (tmp_path / "s5-small.md").write_text(_page(rows) + "\n".join(obs).replace("lstm_stays", "renamed") + "\n")
+    with pytest.raises(DataError, match=r"renamed_on_adding_plateau.*not observations of card 's5'"):
+        render_scoreboard(tmp_path)
+    # the old claim still in the claims table (a page from before the re-wording) is stale
+    (tmp_path / "s5-small.md").write_text(_page([*rows, "| **lstm_stays_on_adding_plateau**: t | NOT HELD | |"]))
+    with pytest.raises(DataError, match="not claims of card 's5'"):
+        render_scoreboard(tmp_path)
 
 
 def test_scoreboard_refuses_a_stale_page(tmp_path: Path) -> None:
     (tmp_path / "s5-small.md").write_text(_page(["| **renamed_claim**: t | HELD | |"]))
     with pytest.raises(DataError, match=r"renamed_claim.*not claims of card 's5'"):
         render_scoreboard(tmp_path)
+
+
+def _card_with_observation() -> ExperimentCard:
+    """A card with one counted claim and one observation, both judged from the cell ``arch=a``."""
+    return ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, metric="m",
+                          claims=[Claim("c", "counted", lambda r: ClaimResult(r.mean(arch="a") < 1, {"a": 0.5}))],
+                          observations=[Claim("o", "kept for its numbers",
+                                              lambda r: ClaimResult(r.mean(arch="a") > 1, {"a": 0.5}, "why"))])
+
+
+def test_observations_are_printed_written_and_read_back_but_not_counted() -> None:
+    """The runner writes an observation in its own table; the scoreboard reads it back apart from the claims."""
+    from seqzoo.experiments.runner import Report
+
+    card = _card_with_observation()
+    res = Results.from_records([{"arch": "a", "m": 0.5}], "m")
+    report = Report(card, "small", res, card.evaluate(res), out_dir=None, observations=card.observe(res))
+    assert report.verdicts == {"c": "HELD"}  # the observation is not a verdict
+    text = report.format_claims()
+    assert "[HELD] c: counted" in text and "[observation, NOT HELD] o: kept for its numbers" in text
+    assert report.to_dict()["observations"][0] == {"name": "o", "text": "kept for its numbers", "held": False,
+                                                   "verdict": "NOT HELD", "numbers": {"a": 0.5}, "detail": "why"}
+    page = report.to_markdown()
+    assert "| **o**: kept for its numbers | NOT HELD | a=0.5 |" in page.split("## Observations")[1]
+    assert "**o**" not in page.split("## Observations")[0]
+
+
+def test_parse_page_reads_observations_of_the_first_run_only(tmp_path: Path) -> None:
+    obs = ["", "## Observations", "", "| observation | outcome | numbers |", "|---|---|---|",
+           "| **spikes**: t | NOT HELD | r=76 |", ""]
+    older = _page(["| **a**: t | NOT HELD | |"]) + "\n".join(["", *obs]).replace("spikes", "older_obs")
+    path = tmp_path / "x-small.md"
+    path.write_text(_page(["| **a**: t | HELD | |"]) + "\n".join(obs) + "\n## Earlier run\n\n" + older)
+    page = parse_page(path, "x", "small")
+    assert page.verdicts == {"a": "HELD"} and page.observations == {"spikes": "NOT HELD"}
+    assert (page.count("HELD"), page.count("NOT HELD")) == (1, 0)
+    path.write_text(_page(["| **a**: t | HELD | |"]) + "\n".join(obs[:5] + ["| spikes edited | no | |"]))
+    with pytest.raises(DataError, match=r"x-small\.md:17: an observations-table row"):
+        parse_page(path, "x", "small")
 
 
 def test_cause_and_card_validation() -> None:
@@ -75,6 +138,11 @@ def test_cause_and_card_validation() -> None:
     with pytest.raises(ValueError, match="causes name unknown claims"):
         ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m",
                        causes={"other": Cause("budget", "e")})
+    with pytest.raises(ValueError, match="an observation is not counted, so it has no cause"):
+        ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m",
+                       observations=[Claim("o", "t", claim.check)], causes={"o": Cause("claim wording", "e")})
+    with pytest.raises(ValueError, match="claim and observation names must be unique"):
+        ExperimentCard("x", "t", "p", "d", [], {"small": Scale()}, [claim], "m", observations=[claim])
 
 
 def test_committed_scoreboard_is_current(tmp_path: Path) -> None:

@@ -208,17 +208,23 @@ class ExperimentCard:
     # ``seqzoo report --pages`` puts it in the scoreboard's cause column.
     causes: dict[str, Cause] = field(default_factory=dict)
     tables: list[Table] = field(default_factory=list)
+    # Checks kept for their numbers but not counted as claims (issue 20: a check the paper does not make, kept
+    # beside the re-worded claim). Judged and printed like claims, in their own table; never in held / not held,
+    # so they have no cause.
+    observations: list[Claim] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scales if s not in SCALES]
         if unknown:
             raise ValueError(f"card {self.name!r}: scales must be among {SCALES}, got {unknown}")
         names = [c.name for c in self.claims]
-        if len(set(names)) != len(names):
-            raise ValueError(f"card {self.name!r}: claim names must be unique, got {names}")
+        every = names + [o.name for o in self.observations]
+        if len(set(every)) != len(every):
+            raise ValueError(f"card {self.name!r}: claim and observation names must be unique, got {every}")
         stray = sorted(set(self.causes) - set(names))
         if stray:
-            raise ValueError(f"card {self.name!r}: causes name unknown claims {stray}; claims are {names}")
+            raise ValueError(f"card {self.name!r}: causes name unknown claims {stray}; claims are {names} "
+                             "(an observation is not counted, so it has no cause)")
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:
@@ -236,11 +242,17 @@ class ExperimentCard:
         return entries
 
     def evaluate(self, results: Results) -> list[tuple[Claim, ClaimResult]]:
+        """The verdict of every claim (the counted ones; ``observe`` judges the observations)."""
         return [(claim, claim.evaluate(results)) for claim in self.claims]
+
+    def observe(self, results: Results) -> list[tuple[Claim, ClaimResult]]:
+        """The outcome of every observation, judged like a claim but not counted."""
+        return [(obs, obs.evaluate(results)) for obs in self.observations]
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "paper": self.paper, "description": self.description,
-                "metric": self.metric, "scales": list(self.scales), "claims": [c.name for c in self.claims]}
+                "metric": self.metric, "scales": list(self.scales), "claims": [c.name for c in self.claims],
+                "observations": [o.name for o in self.observations]}
 
     def describe(self) -> dict[str, Any]:
         """What ``seqzoo list experiments`` shows: claims (short names), models, tasks, and per scale the number
@@ -248,6 +260,7 @@ class ExperimentCard:
         paper scale's run count is left out (its grids can be large and are defined, not run)."""
         grid = self.entries("small" if "small" in self.scales else None)
         return {"name": self.name, "title": self.title, "claims": [c.name for c in self.claims],
+                "observations": [o.name for o in self.observations],
                 "models": sorted({e.model for e in grid}), "tasks": sorted({e.task for e in grid}),
                 "scales": {name: {"runs": None if name == "paper" else len(self.entries(name)) * len(sc.seeds),
                                   "seeds": len(sc.seeds), "expected_seconds": sc.expected_seconds,

@@ -26,13 +26,16 @@ def _scale_text(name: str, info: dict[str, Any]) -> str:
 
 
 def format_experiments(pattern: str | None = None, width: int | None = None) -> str:
-    """One block per card: name and title, scales with runs and expected time, claims, models and tasks."""
+    """One block per card: name and title, scales with runs and expected time, claims (and observations), models
+    and tasks."""
     width = width or shutil.get_terminal_size((100, 20)).columns
     blocks = []
     for d in describe_all(pattern):
         rows = [("scales", "; ".join(_scale_text(n, i) for n, i in d["scales"].items())),
-                ("claims", ", ".join(d["claims"])), ("models", ", ".join(d["models"])),
-                ("tasks", ", ".join(d["tasks"]))]
+                ("claims", ", ".join(d["claims"]))]
+        if d["observations"]:  # judged and printed like claims, not counted
+            rows.append(("observations", ", ".join(d["observations"])))
+        rows += [("models", ", ".join(d["models"])), ("tasks", ", ".join(d["tasks"]))]
         lines = textwrap.wrap(f"{d['name']} — {d['title']}", width=max(40, width), subsequent_indent="    ")
         for key, text in rows:
             lines += textwrap.wrap(text, width=max(40, width), initial_indent=f"  {key}: ",

@@ -19,7 +19,7 @@ def render_report(out: str | Path = "runs", output: str | Path | None = None,
                   echo: Callable[[str], None] | None = None) -> Path:
     """Write ``output`` (Markdown; default ``<out>/results.md``, inside the run folder) and its plots into
     ``<output without suffix>/``; return the page path."""
-    from seqzoo.experiments.runner import Report, collect, write_outputs
+    from seqzoo.experiments.runner import OBSERVATION, Report, collect, write_outputs
 
     out = Path(out)
     output = out / "results.md" if output is None else Path(output)
@@ -37,11 +37,14 @@ def render_report(out: str | Path = "runs", output: str | Path | None = None,
                 continue
             runs = sum(len(e.run_ids) for e in results.entries)
             report = Report(card, scale, results, card.evaluate(results), image_dir / f"{name}-{scale}",
-                            runs_total=runs, wall_time=_summary_wall_time(out / name / scale / "summary.json"))
+                            runs_total=runs, wall_time=_summary_wall_time(out / name / scale / "summary.json"),
+                            observations=card.observe(results))
             write_outputs(report, report.out_dir)
             sections.append(report.to_markdown(image_dir=output.parent, heading="##"))
             for claim, res in report.claims:
                 verdict_rows.append(f"| {name} | {scale} | {claim.name} | {res.shown_verdict(scale)} |")
+            for obs, res in report.observations:  # listed, marked, not counted
+                verdict_rows.append(f"| {name} | {scale} | {obs.name} ({OBSERVATION}) | {res.shown_verdict(scale)} |")
             if echo:
                 echo(f"{name} / {scale}: {len(results.entries)} entries, {runs} runs")
     if not sections:

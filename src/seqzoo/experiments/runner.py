@@ -354,9 +354,12 @@ class Report:
     failures: list[str] = field(default_factory=list)
     wall_time: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
+    # the card's observations: judged like claims, printed and written in their own table, never counted
+    observations: list[tuple[Claim, ClaimResult]] = field(default_factory=list)
 
     @property
     def verdicts(self) -> dict[str, str]:
+        """The verdict of every claim (observations are not verdicts: see ``observations``)."""
         return {c.name: r.verdict for c, r in self.claims}
 
     def format_claims(self) -> str:
@@ -364,12 +367,13 @@ class Report:
         if self.scale == PLUMBING_SCALE:
             lines.append(f"scale {self.scale!r} checks the plumbing (a few steps per run): the verdicts below are "
                          "not results")
-        for claim, res in self.claims:
-            lines.append(f"[{res.shown_verdict(self.scale)}] {claim.name}: {claim.text}")
-            if res.numbers:
-                lines.append("    numbers: " + json.dumps(res.numbers, default=str))
-            if res.detail:
-                lines.append("    " + res.detail)
+        for kind, judged in (("", self.claims), (f"{OBSERVATION}, ", self.observations)):
+            for claim, res in judged:
+                lines.append(f"[{kind}{res.shown_verdict(self.scale)}] {claim.name}: {claim.text}")
+                if res.numbers:
+                    lines.append("    numbers: " + json.dumps(res.numbers, default=str))
+                if res.detail:
+                    lines.append("    " + res.detail)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -380,6 +384,7 @@ class Report:
             "plumbing_only": self.scale == PLUMBING_SCALE, "expected_seconds": sc.expected_seconds,
             "seeds": list(sc.seeds), "train": sc.train, "metric": self.card.metric, "split": self.card.split,
             "claims": [{"name": c.name, "text": c.text, **r.to_dict()} for c, r in self.claims],
+            "observations": [{"name": c.name, "text": c.text, **r.to_dict()} for c, r in self.observations],
             "results": self.results.to_dict(),
             "runs": {"total": self.runs_total, "trained": self.runs_trained, "skipped": self.runs_skipped,
                      "failed": self.failures},
@@ -396,11 +401,14 @@ class Report:
                  f"Scale: {sc.note} Seeds: {list(sc.seeds)}. Runs: {len(self.results)} entries, "
                  f"{self.runs_total} runs"
                  + (f", wall time {self.wall_time:.0f} s" if self.wall_time else "") + ".", "",
-                 f"{heading}# Claims", "", "| claim | verdict | numbers |", "|---|---|---|"]
-        for claim, res in self.claims:
-            nums = ", ".join(f"{k}={v}" for k, v in res.numbers.items()).replace("|", "/")
-            lines.append(f"| **{claim.name}**: {claim.text} | {res.shown_verdict(self.scale)} | {nums} |")
+                 f"{heading}# Claims", "", CLAIMS_HEAD, "|---|---|---|"]
+        lines += [_row(c, r, self.scale) for c, r in self.claims]
         lines += [""] + [f"- `{c.name}`: {r.detail}" for c, r in self.claims if r.detail] + [""]
+        if self.observations:
+            lines += [f"{heading}# Observations", "", "Judged like claims but not counted in held / not held (e.g. a "
+                      "check the paper does not make, kept for its numbers).", "", OBSERVATIONS_HEAD, "|---|---|---|"]
+            lines += [_row(c, r, self.scale) for c, r in self.observations]
+            lines += [""] + [f"- `{c.name}`: {r.detail}" for c, r in self.observations if r.detail] + [""]
         for key, path in self.files.items():
             if key.startswith("plot:"):
                 rel = os.path.relpath(path, base)
@@ -416,6 +424,18 @@ class Report:
             lines.append(f"| {er.entry.id} | {er.entry.model} | {_args(er.entry.model_args)} | "
                          f"{_args(er.entry.task_args)} | {st.n if st else 0} | {st if st else '—'} |")
         return "\n".join(lines) + "\n"
+
+
+# The table heads of a summary page; ``seqzoo report --pages`` (scoreboard.py) reads the tables by them.
+CLAIMS_HEAD = "| claim | verdict | numbers |"
+OBSERVATIONS_HEAD = "| observation | outcome | numbers |"
+OBSERVATION = "observation"  # the tag of an observation's outcome where claims and observations are listed together
+
+
+def _row(claim: Claim, res: ClaimResult, scale: str) -> str:
+    """One table row: ``| **name**: text | VERDICT | k=v, ... |`` (pipes in the numbers become slashes)."""
+    nums = ", ".join(f"{k}={v}" for k, v in res.numbers.items()).replace("|", "/")
+    return f"| **{claim.name}**: {claim.text} | {res.shown_verdict(scale)} | {nums} |"
 
 
 def _args(d: dict) -> str:
@@ -515,7 +535,7 @@ def reproduce(name: str, scale: str = "small", out: str | Path = "runs", workers
         failures.append(f"{missing} run(s) have no row in {index_path}")
     report = Report(card, scale, results, card.evaluate(results), out / card.name / scale, runs_total=len(jobs),
                     runs_trained=len(todo), runs_skipped=len(jobs) - len(todo), failures=failures,
-                    wall_time=time.perf_counter() - t0)
+                    wall_time=time.perf_counter() - t0, observations=card.observe(results))
     write_outputs(report, report.out_dir)
     say(report.format_claims())
     for table in card.tables:

@@ -4,6 +4,8 @@ NOT HELD claim, generated from the committed result pages (``docs/results/<card>
 The README's paper table links here instead of repeating numbers by hand. The verdicts are read from the
 claims table the runner wrote into each page (the first one: a page may keep an earlier run below it); the
 causes come from the cards (``ExperimentCard.causes``), so a NOT HELD without a recorded cause shows as such.
+A card's observations (judged like claims, not counted) come from the observations table of the same run and are
+listed in their own section, outside every count.
 The output has no time stamp, so a test can check that the committed page is current.
 """
 
@@ -17,12 +19,12 @@ from pathlib import Path
 from seqzoo.errors import DataError, RunNotFoundError
 from seqzoo.experiments.card import CAUSE_KINDS, SCALES, format_duration
 from seqzoo.experiments.registry import get_experiment, list_experiments
+from seqzoo.experiments.runner import CLAIMS_HEAD, OBSERVATIONS_HEAD
 from seqzoo.files import atomic_write_bytes
 
 VERDICTS = ("HELD", "NOT HELD", "UNDECIDED")
 _CLAIM_ROW = re.compile(r"^\| \*\*(?P<name>[A-Za-z0-9_.\-]+)\*\*: .* \| (?P<verdict>HELD|NOT HELD|UNDECIDED) \|")
 _WALL = re.compile(r"wall time (?P<s>\d+(?:\.\d+)?) s\b")
-_TABLE_HEAD = "| claim | verdict | numbers |"
 
 
 @dataclass
@@ -34,26 +36,37 @@ class PageResult:
     path: Path
     verdicts: dict[str, str] = field(default_factory=dict)
     wall_time: float | None = None
+    observations: dict[str, str] = field(default_factory=dict)  # name -> outcome; never counted
 
     def count(self, verdict: str) -> int:
         return sum(v == verdict for v in self.verdicts.values())
 
 
-def parse_page(path: Path, card: str, scale: str) -> PageResult:
-    """Read the first claims table (and the first runner wall time) of a result page."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = PageResult(card, scale, path)
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == _TABLE_HEAD)
-    except StopIteration:
-        raise DataError(f"{path}: no claims table (a line '{_TABLE_HEAD}') — is it a result page?") from None
-    for lineno, line in enumerate(lines[start + 2:], start + 3):
+def _rows(path: Path, lines: list[str], head: int, what: str) -> dict[str, str]:
+    """``{name: verdict}`` of the table whose head line is ``lines[head]`` (rows until the first non-table line)."""
+    out = {}
+    for lineno, line in enumerate(lines[head + 2:], head + 3):
         if not line.startswith("|"):
             break
         m = _CLAIM_ROW.match(line)
         if m is None:
-            raise DataError(f"{path}:{lineno}: a claims-table row without '| **name**: text | VERDICT |'")
-        out.verdicts[m["name"]] = m["verdict"]
+            raise DataError(f"{path}:{lineno}: {what} row without '| **name**: text | VERDICT |'")
+        out[m["name"]] = m["verdict"]
+    return out
+
+
+def parse_page(path: Path, card: str, scale: str) -> PageResult:
+    """Read the first claims table, the observations table of the same run, and the first runner wall time."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = PageResult(card, scale, path)
+    heads = [i for i, line in enumerate(lines) if line.strip() == CLAIMS_HEAD]
+    if not heads:
+        raise DataError(f"{path}: no claims table (a line '{CLAIMS_HEAD}') — is it a result page?")
+    out.verdicts = _rows(path, lines, heads[0], "a claims-table")
+    run_end = heads[1] if len(heads) > 1 else len(lines)  # an earlier run kept below has its own tables
+    obs = next((i for i in range(heads[0], run_end) if lines[i].strip() == OBSERVATIONS_HEAD), None)
+    if obs is not None:
+        out.observations = _rows(path, lines, obs, "an observations-table")
     wall = _WALL.search("\n".join(lines))
     out.wall_time = float(wall["s"]) if wall else None
     return out
@@ -74,13 +87,14 @@ def render_scoreboard(results_dir: str | Path) -> str:
     if not results_dir.is_dir():
         raise RunNotFoundError(f"no result folder at {results_dir}")
     found = {(p.card, p.scale): p for p in pages(results_dir)}
-    rows, causes = [], []
+    rows, causes, observations = [], [], []
     totals = dict.fromkeys(VERDICTS, 0)
     missing = 0
     kinds = dict.fromkeys(CAUSE_KINDS, 0)
     for name in list_experiments():
         card = get_experiment(name)
         claim_names = [c.name for c in card.claims]
+        texts = {o.name: o.text for o in card.observations}
         for scale in card.scales:
             page = found.get((name, scale))
             if page is None:
@@ -91,8 +105,15 @@ def render_scoreboard(results_dir: str | Path) -> str:
             if stale:
                 raise DataError(f"{page.path}: claims {stale} are not claims of card {name!r} ({claim_names}); "
                                 f"re-run `seqzoo reproduce {name} --scale {scale}` and commit its page")
+            stale = sorted(set(page.observations) - set(texts))
+            if stale:
+                raise DataError(f"{page.path}: observations {stale} are not observations of card {name!r} "
+                                f"({sorted(texts)}); re-run `seqzoo reproduce {name} --scale {scale}` and commit its "
+                                "page")
             for v in VERDICTS:
                 totals[v] += page.count(v)
+            for obs, outcome in page.observations.items():
+                observations.append(f"| `{name}` | {scale} | `{obs}` | {outcome} | {texts[obs].replace('|', '/')} |")
             wall = format_duration(page.wall_time) if page.wall_time else "—"
             rows.append(f"| `{name}` | {scale} | {page.count('HELD')} | {page.count('NOT HELD')} | "
                         f"{page.count('UNDECIDED')} | [{page.path.name}]({page.path.name}) | {wall} | "
@@ -114,7 +135,8 @@ def render_scoreboard(results_dir: str | Path) -> str:
             "are not listed; a card × scale without a page is `not run`.", "",
             f"Claims over all pages: {totals['HELD']} held, {totals['NOT HELD']} not held, "
             f"{totals['UNDECIDED']} undecided. Causes of the NOT HELD: "
-            + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"; {missing} without a recorded cause.", "",
+            + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"; {missing} without a recorded cause. "
+            f"Observations (judged, not counted): {len(observations)}.", "",
             "*recorded* is the wall time the runner wrote into the page (often on a loaded machine); *expected* "
             "is the card's stated wall time on 2 cores (`seqzoo reproduce --help`; the page says whether it was "
             "measured on idle cores).", "",
@@ -125,7 +147,10 @@ def render_scoreboard(results_dir: str | Path) -> str:
             "(the paper's own table disagrees with the claim as the card words it), *implementation* (a "
             "difference found and fixed), *does not replicate* (all of these ruled out). The evidence is in "
             "the card's page. *open*: not yet determined; the evidence says what is known so far.", "",
-            "| card | scale | claim | cause | evidence |", "|---|---|---|---|---|", *causes]
+            "| card | scale | claim | cause | evidence |", "|---|---|---|---|---|", *causes, "", "## Observations", "",
+            "Checks a card keeps for their numbers but does not count as claims (e.g. a claim the paper does not "
+            "make, replaced by a re-worded one; issue 20). Their outcome is not in any count above.", "",
+            "| card | scale | observation | outcome | what it checks |", "|---|---|---|---|---|", *observations]
     return "\n".join(head) + "\n"
 
 

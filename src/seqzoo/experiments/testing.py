@@ -8,7 +8,8 @@ A card's tests fabricate the results a claim should hold (and not hold) on, with
     assert out.held is True
 
 ``run_tiny`` trains the tiny grid into a temporary folder and checks what every card must satisfy there: every
-run finished and is in the results, every claim was judged without raising, the summary and plots were written.
+run finished and is in the results, every claim and observation was judged without raising, the summary and plots
+were written.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from seqzoo.experiments.registry import get_experiment
 
 
 def claim(card: str, name: str) -> Claim:
-    """The claim ``name`` of card ``card`` (an unknown name fails with the card's claim names)."""
-    claims = {c.name: c for c in get_experiment(card).claims}
+    """The claim or observation ``name`` of card ``card`` (an unknown name fails with the card's names)."""
+    c = get_experiment(card)
+    claims = {x.name: x for x in [*c.claims, *c.observations]}
     if name not in claims:
-        raise KeyError(f"card {card!r} has no claim {name!r}; claims: {sorted(claims)}")
+        raise KeyError(f"card {card!r} has no claim {name!r}; claims and observations: {sorted(claims)}")
     return claims[name]
 
 
@@ -57,7 +59,8 @@ def run_tiny(card: str, out: str | Path, **kwargs: Any) -> Any:
     report = reproduce(card, scale="tiny", out=out, progress=False, echo=None, **kwargs)
     assert not report.failures, f"card {card!r}: failed runs at tiny scale: {report.failures}"
     assert report.runs_total == sum(len(e.run_ids) for e in report.results.entries)
-    assert len(report.claims) == len(get_experiment(card).claims)  # every claim judged without raising
+    c = get_experiment(card)  # every claim and observation judged without raising
+    assert len(report.claims) == len(c.claims) and len(report.observations) == len(c.observations)
     assert report.files["summary.md"].exists() and report.files["summary.json"].exists()
     assert all(Path(p).exists() for k, p in report.files.items() if k.startswith("plot:"))
     return report

@@ -9,9 +9,13 @@ made concrete (thresholds fixed here, never tuned to a result):
   a uniform guess at the recall steps). A run that never gets there is counted at ``steps + eval_every`` (censored).
   Held on a task when NC-GRU left in every seed and its mean leave step is <= GRU's.
 * *ends lower*: mean test cross-entropy (best-validation weights) of NC-GRU below GRU's, on each task.
-* *no gradient-norm spikes*: the pre-clip global gradient norm is logged at every step (``grad_norm`` in the train
-  rows of metrics.jsonl, ``log_every=1``); the **spike ratio** of a run is max / median over training. Held when
-  every NC-GRU run has a ratio <= ``SPIKE_FACTOR`` (10). GRU's and LSTM's ratios are reported beside it.
+* *no gradient-norm spikes* (an **observation**, not a claim: issue 20): the pre-clip global gradient norm is logged
+  at every step (``grad_norm`` in the train rows of metrics.jsonl, ``log_every=1``); the **spike ratio** of a run is
+  max / median over training; "no spikes" is every NC-GRU run at a ratio <= ``SPIKE_FACTOR`` (10), with GRU's and
+  LSTM's ratios beside it. The threshold is the spec's qualitative expectation (§2.4, "not a paper number"); the
+  paper reports no gradient-norm numbers that the card could check, so the check is kept for its numbers and not
+  counted (the investigation in docs/results/nc-gru-small.md found ``U_c`` orthogonal to <= 3e-5 along training
+  and the spikes in the gate paths).
 
 The curves and grad norms are read from each run's metrics.jsonl by ``derive`` (split ``"derived"`` of the results).
 
@@ -209,17 +213,17 @@ CARD = register_experiment(ExperimentCard(
             "On denoise T=100 NC-GRU's validation CE is still falling at step 1,500 (0.2006, 0.1802, 0.1745 at "
             "600/1,200/1,500; bar 0.165); the paper trains 10,000 steps at batch 128. See 'Cause of the NOT HELD "
             "claims'."),
-        "no_grad_spikes": Cause("claim wording",
-            'Not a claim of the paper: U_c stays orthogonal to <= 3e-5 along training and the spikes come from '
-            "the gate paths; kept as an observation. See 'Cause of the NOT HELD claims'."),
     },
     claims=[
         Claim("leaves_baseline_no_later", f"NC-GRU's validation cross-entropy falls below {LEAVE_FRACTION} × the "
               "memoryless baseline no later than GRU's, on denoise and on copy.", _check_leave),
         Claim("ends_lower", "NC-GRU ends with a lower test cross-entropy than GRU, on denoise and on copy.",
               _check_lower),
+    ],
+    observations=[
         Claim("no_grad_spikes", f"NC-GRU shows no gradient-norm spikes: in every run the largest pre-clip gradient "
-              f"norm is at most {SPIKE_FACTOR:g} × its median over training.", _check_spikes),
+              f"norm is at most {SPIKE_FACTOR:g} × its median over training (the spec's qualitative expectation, "
+              "not a claim of the paper).", _check_spikes),
     ],
     plots=[Plot("curves", _draw, f"Validation cross-entropy / memoryless baseline vs step (mean ± std over seeds; "
                 f"dashed 1, dotted {LEAVE_FRACTION}) and, right, max/median pre-clip gradient norm of every run "

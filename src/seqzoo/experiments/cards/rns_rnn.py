@@ -10,14 +10,31 @@ marked/unmarked reversal and Dyck and |Q|=3, |Γ|=3 on padded reversal and the h
 The NS dynamic program costs O(n^3), so the small scale shortens the strings (the issue allows it): train and
 validation lengths 12-24 instead of 40-80, test lengths 12-32 instead of 40-100, and a fixed step budget instead of
 200 epochs with early stopping (see the small scale's note).
+
+"Lowest cross-entropy" is claimed as the paper states it (abstract: lower cross-entropy than all previous stack
+RNNs on the five tasks) with the paper's model selection: per model and task the run with the lowest validation
+cross-entropy (the paper: best of 4 learning rates x 5 restarts; here: best of the scale's seeds), compared with
+the superposition, stratification and NS-RNN stacks on every task (``rns_lowest_among_stacks``). The first wording,
+lowest *mean* of all five models including the LSTM on >= 4 tasks, is kept as the observation ``rns_lowest``
+(issue 20).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from seqzoo.experiments.card import Cause, Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
-from seqzoo.experiments.claims import threshold
+from seqzoo.experiments.card import (
+    Cause,
+    Claim,
+    ClaimResult,
+    Entry,
+    ExperimentCard,
+    MissingResult,
+    Plot,
+    Results,
+    Scale,
+)
+from seqzoo.experiments.claims import all_held, threshold
 from seqzoo.experiments.grids import cross
 from seqzoo.experiments.registry import register_experiment
 
@@ -28,7 +45,9 @@ _PRESET = {"lstm": "lstm", "superposition": "superposition_rnn", "stratification
 _BIG_PDA = ("cfl-padded-reversal", "cfl-hardest")  # |Q| = 3 there (spec §1.7)
 NEAR_BOUND_TASKS = ("cfl-marked-reversal", "cfl-dyck")
 NEAR_BOUND = 0.1  # nats per symbol, as the issue states the claim
-MIN_WINS = 4
+MIN_WINS = 4  # the observation ``rns_lowest`` (the issue's first wording)
+STACKS = ("superposition", "stratification", "ns_rnn")  # the previous stack RNNs of the paper's abstract
+SELECT_SPLIT = "valid"  # model selection split (the paper: best validation cross-entropy)
 
 
 def _model_args(arch: str, task: str, hidden: int) -> dict:
@@ -77,6 +96,37 @@ def _check_lowest(results: Results) -> ClaimResult:
                        f"task: {best} (held if >= {MIN_WINS})")
 
 
+def selected(results: Results, arch: str, task: str) -> tuple[float, int]:
+    """``(test metric, seed)`` of the run of ``arch`` on ``task`` with the lowest validation metric (the paper's model
+    selection; ``ce_minus_bound`` on both splits, so seeds with different validation strings compare fairly)."""
+    hit = results.find(arch=arch, task=task)
+    if hit is None:
+        raise MissingResult(f"no result for arch={arch}, task={task}")
+    try:
+        valid = hit.metrics[SELECT_SPLIT][results.metric].values
+        test = hit.metrics[results.split][results.metric].values
+    except KeyError:
+        raise MissingResult(f"no {SELECT_SPLIT} and {results.split} {results.metric!r} for {arch} on {task}") from None
+    if len(valid) != len(test) or len(test) != len(hit.seeds):
+        raise MissingResult(f"{arch} on {task}: {len(valid)} validation vs {len(test)} test values per seed")
+    best = min(range(len(valid)), key=valid.__getitem__)
+    return test[best], hit.seeds[best]
+
+
+def _check_lowest_among_stacks(results: Results) -> ClaimResult:
+    parts, numbers = [], {}
+    for t in TASKS:
+        picks = {m: selected(results, m, t) for m in ("rns_rnn", *STACKS)}
+        rns = picks["rns_rnn"][0]
+        numbers[t] = {m: round(v, 4) for m, (v, _) in picks.items()}
+        numbers[f"{t}/seed"] = {m: seed for m, (_, seed) in picks.items()}
+        others = ", ".join(f"{m} {v:.4g}" for m, (v, _) in picks.items() if m != "rns_rnn")
+        parts.append((all(rns < v for m, (v, _) in picks.items() if m != "rns_rnn"),
+                      f"{t}: rns_rnn {rns:.4g} vs {others}"))
+    return all_held(parts, numbers, "on every task the selected RNS-RNN run is below the selected run of each "
+                                    "previous stack RNN (run selected by validation CE minus bound)")
+
+
 def _draw(results: Results, path: Path) -> None:
     from seqzoo.experiments.plots import Ref, grouped_bars, panels, save
 
@@ -120,15 +170,26 @@ CARD = register_experiment(ExperimentCard(
             'Every curve is still falling at 1,100-1,200 steps; continued to 3,000 steps RNS-RNN reaches 0.069 '
             'nats above the bound on validation (claim: 0.1). The stack DP agrees with the official code to '
             "float64 rounding. See 'Cause of the NOT HELD claims'."),
-        "rns_lowest": Cause("claim wording",
-            "The paper's 'lowest' is a best-of-20 (4 learning rates x 5 restarts) selection by validation; the "
-            'card compares means of 2 seeds at one learning rate, with seed spreads as large as the gaps.'),
+        "rns_lowest_among_stacks": Cause("open",
+            "Marked reversal decides it whichever seed validation selects: RNS-RNN's test seeds (0.431, 0.455, from "
+            "mean ± std of 2) are above every seed of superposition (0.217, 0.373), stratification (0.248, 0.332) "
+            "and NS-RNN (0.348, 0.386). Not budget as far as measured: from 500 to 1,100 steps RNS-RNN gained 0.048 "
+            "there, the LSTM 0.135, superposition 0.059; the other models were not run longer. See 'Claim re-worded "
+            "(issue 20)'."),
     },
     claims=[
         Claim("rns_near_bound", f"RNS-RNN is within {NEAR_BOUND} nats of the lower bound on marked reversal and "
               "Dyck.", _check_near_bound),
-        Claim("rns_lowest", f"RNS-RNN has the lowest cross-entropy of all models on at least {MIN_WINS} of the 5 "
-              "tasks.", _check_lowest),
+        Claim("rns_lowest_among_stacks", "With each model's run selected by validation cross-entropy (the paper's "
+              "selection, there best of 4 learning rates x 5 restarts, here of the seeds), RNS-RNN has a lower "
+              "test cross-entropy than the superposition, stratification and NS-RNN stacks on every one of the 5 "
+              "tasks (the paper's abstract: lower cross-entropy than all previous stack RNNs on five CFL tasks).",
+              _check_lowest_among_stacks),
+    ],
+    observations=[
+        Claim("rns_lowest", f"RNS-RNN has the lowest mean cross-entropy of all models (LSTM included) on at least "
+              f"{MIN_WINS} of the 5 tasks (the issue's first wording: means of seeds, not the paper's selection).",
+              _check_lowest),
     ],
     plots=[Plot("gap", _draw, "Test cross-entropy minus the lower bound per model and task (mean ± std over "
                 "seeds; dashed: 0.1 nats).")],
