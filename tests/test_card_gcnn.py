@@ -100,14 +100,18 @@ def test_equal_time() -> None:
     assert claim.evaluate(_results({("glu", "time"): 100.0})).held is None
 
 
+def _lstm_and_tokens(head: str, vocab: int = 40) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A small ``lstm_native`` LM (linear or adaptive head) in eval mode and a (2, 9) batch of its tokens."""
+    torch.manual_seed(0)
+    extra = {"head": "adaptive", "cutoffs": [10, 20]} if head == "adaptive" else {}
+    lstm = create_model("lstm_native", vocab_size=vocab, d_input=None, d_output=vocab, d_model=32, **extra).eval()
+    return lstm, torch.randint(0, vocab, (2, 9))
+
+
 @pytest.mark.parametrize("head", ["linear", "adaptive"])
 @pytest.mark.parametrize("head_per_step", [False, True])
 def test_stepped_scorer_equals_fused_lstm(head: str, head_per_step: bool) -> None:
-    torch.manual_seed(0)
-    vocab = 40
-    extra = {"head": "adaptive", "cutoffs": [10, 20]} if head == "adaptive" else {}
-    lstm = create_model("lstm_native", vocab_size=vocab, d_input=None, d_output=vocab, d_model=32, **extra).eval()
-    tokens = torch.randint(0, vocab, (2, 9))
+    lstm, tokens = _lstm_and_tokens(head)
     with torch.no_grad():
         want = lstm(tokens)[0]
         got = stepped_outputs(lstm, lstm_cell_like(lstm), tokens, head_per_step)
@@ -116,11 +120,7 @@ def test_stepped_scorer_equals_fused_lstm(head: str, head_per_step: bool) -> Non
 
 @pytest.mark.parametrize("head", ["linear", "adaptive"])
 def test_token_by_token_nll_equals_the_fused_target_path(head: str) -> None:
-    torch.manual_seed(0)
-    vocab = 40
-    extra = {"head": "adaptive", "cutoffs": [10, 20]} if head == "adaptive" else {}
-    lstm = create_model("lstm_native", vocab_size=vocab, d_input=None, d_output=vocab, d_model=32, **extra).eval()
-    tokens = torch.randint(0, vocab, (2, 9))
+    lstm, tokens = _lstm_and_tokens(head)
     with torch.no_grad():
         want = lstm(tokens[:, :-1], targets=tokens[:, 1:])[0]
         got = stepped_nll(lstm, lstm_cell_like(lstm), tokens)
