@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqzoo.models.heads import head_nll
+
 
 class _LSTMScorer(nn.Module):
     """Embedding -> LSTM -> full-softmax head; ``stepped`` runs an ``nn.LSTMCell`` loop, else fused ``nn.LSTM``."""
@@ -56,14 +58,22 @@ def _score(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    return _time_all({"fn": fn}, repeats, warmup)["fn"]
+
+
+def _time_all(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each function over ``repeats`` calls after ``warmup`` calls, timed in interleaved rounds
+    (one call of each per round), so load that drifts during the measurement hits every variant alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _n_params(*modules: nn.Module) -> int:
@@ -158,6 +168,36 @@ def stepped_outputs(lstm: nn.Module, cell: nn.LSTMCell, tokens: Tensor, head_per
     return torch.stack(outs, 1) if head_per_step else lstm.head(torch.stack(outs, 1))
 
 
+def _check_pair(gcnn: nn.Module, lstm: nn.Module, caller: str, **sizes: int) -> tuple[nn.LSTMCell, int]:
+    """The LSTM's cell (same weights) and the shared vocabulary size; raises naming what is wrong."""
+    cell = lstm_cell_like(lstm)
+    vocab = getattr(gcnn, "vocab_size", None)
+    if vocab is None or vocab != getattr(lstm, "vocab_size", None):
+        raise ValueError(f"{caller}: both models must read tokens of one vocabulary, got "
+                         f"{vocab} and {getattr(lstm, 'vocab_size', None)}")
+    for name, value in sizes.items():
+        least = 2 if name in ("length", "tokens") else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{caller}: {name} must be an integer >= {least}, got {value!r}")
+    return cell, vocab
+
+
+def _measure(runs: dict[str, Callable[[], Any]], tokens: int, threads: int | None, repeats: int,
+             warmup: int) -> tuple[dict[str, dict[str, float]], int]:
+    """``{name: {"seconds", "tokens_per_s"}}`` of each run (``tokens`` scored per call; interleaved medians, no
+    autograd, weight-norm weights computed once) and the thread count used; torch's threads are restored."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        with torch.no_grad(), torch.nn.utils.parametrize.cached():
+            secs = _time_all(runs, repeats, warmup)
+    finally:
+        torch.set_num_threads(before)
+    return {name: {"seconds": sec, "tokens_per_s": tokens / sec} for name, sec in secs.items()}, used
+
+
 def model_scoring_latency(gcnn: nn.Module, lstm: nn.Module, *, length: int = 100, batch_size: int = 1,
                           repeats: int = 11, warmup: int = 2, threads: int | None = None,
                           seed: int = 0) -> dict[str, Any]:
@@ -171,15 +211,8 @@ def model_scoring_latency(gcnn: nn.Module, lstm: nn.Module, *, length: int = 100
     ``nn.LSTM`` forward (``lstm_fused``). Returns seconds and tokens/s per variant and the ratios
     ``ratio_stepped``, ``ratio_head_per_step``, ``ratio_fused`` (LSTM time / GCNN time; > 1 = GCNN faster).
     """
-    cell = lstm_cell_like(lstm)
-    vocab = getattr(gcnn, "vocab_size", None)
-    if vocab is None or vocab != getattr(lstm, "vocab_size", None):
-        raise ValueError(f"model_scoring_latency: both models must read tokens of one vocabulary, got "
-                         f"{vocab} and {getattr(lstm, 'vocab_size', None)}")
-    for name, value in (("length", length), ("batch_size", batch_size), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "length" else 1):
-            raise ValueError(f"model_scoring_latency: {name} must be an integer >= {2 if name == 'length' else 1}, "
-                             f"got {value!r}")
+    cell, vocab = _check_pair(gcnn, lstm, "model_scoring_latency", length=length, batch_size=batch_size,
+                              repeats=repeats)
     gcnn, lstm = gcnn.eval(), lstm.eval()
     tokens = torch.randint(0, vocab, (batch_size, length), generator=torch.Generator().manual_seed(seed))
 
@@ -187,21 +220,54 @@ def model_scoring_latency(gcnn: nn.Module, lstm: nn.Module, *, length: int = 100
             "lstm_stepped": lambda: _score(stepped_outputs(lstm, cell, tokens, False), tokens),
             "lstm_stepped_head_per_step": lambda: _score(stepped_outputs(lstm, cell, tokens, True), tokens),
             "lstm_fused": lambda: _score(lstm(tokens)[0], tokens)}
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    measured, used = _measure(runs, batch_size * length, threads, repeats, warmup)
     out: dict[str, Any] = {"settings": {"vocab_size": vocab, "length": length, "batch_size": batch_size,
-                                        "threads": torch.get_num_threads(), "repeats": repeats,
-                                        "gcnn_params": _n_params(gcnn), "lstm_params": _n_params(lstm)}}
-    try:
-        with torch.no_grad(), torch.nn.utils.parametrize.cached():
-            for name, fn in runs.items():
-                sec = _time(fn, repeats, warmup)
-                out[name] = {"seconds": sec, "tokens_per_s": batch_size * length / sec}
-    finally:
-        torch.set_num_threads(before)
+                                        "threads": used, "repeats": repeats,
+                                        "gcnn_params": _n_params(gcnn), "lstm_params": _n_params(lstm)}, **measured}
     g = out["gcnn"]["seconds"]
     out["ratio_stepped"] = out["lstm_stepped"]["seconds"] / g
     out["ratio_head_per_step"] = out["lstm_stepped_head_per_step"]["seconds"] / g
     out["ratio_fused"] = out["lstm_fused"]["seconds"] / g
+    return out
+
+
+def stepped_nll(lstm: nn.Module, cell: nn.LSTMCell, tokens: Tensor) -> Tensor:
+    """``-log p(tokens[:, t+1] | tokens[:, :t+1])`` for every ``t``, one token at a time: each step runs the cell
+    and then the output layer on that step's target (what an LSTM that consumes a stream token by token does).
+    Equal to ``lstm(tokens[:, :-1], targets=tokens[:, 1:])[0]``."""
+    x = lstm.encode(tokens[:, :-1])
+    h = c = x.new_zeros(tokens.shape[0], cell.hidden_size)
+    out = []
+    for t, x_t in enumerate(x.unbind(1)):
+        h, c = cell(x_t, (h, c))
+        out.append(head_nll(lstm.head, h, tokens[:, t + 1]))
+    return torch.stack(out, 1)
+
+
+def stream_responsiveness(gcnn: nn.Module, lstm: nn.Module, *, tokens: int = 2000, repeats: int = 5,
+                          warmup: int = 1, threads: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Responsiveness as the GCNN paper's Table 3 measures it: tokens/s scoring one contiguous stream at batch 1.
+
+    Every token of a random ``tokens``-long stream is scored (its ``-log p``, output layer included, through
+    the model's own target-scoring path). The GCNN scores all positions in one parallel pass (``gcnn``); the LSTM
+    consumes the stream one token at a time, running its output layer at every step (``lstm_token_by_token``,
+    ``stepped_nll``); the fused ``nn.LSTM`` over the whole stream at batch 1 is reported too (``lstm_fused``).
+    Per-token cost is flat in the stream length beyond a few hundred tokens for all three, so a stream shorter
+    than the paper's 15,000 tokens gives the same rates. ``threads=None`` uses the process's thread count (the
+    whole machine, as the paper's GPU). Returns tokens/s per variant and ``ratio`` = GCNN tokens/s / LSTM
+    token-by-token tokens/s (``ratio_fused`` against the fused LSTM); > 1 = GCNN more responsive.
+    """
+    cell, vocab = _check_pair(gcnn, lstm, "stream_responsiveness", tokens=tokens, repeats=repeats)
+    gcnn, lstm = gcnn.eval(), lstm.eval()
+    stream = torch.randint(0, vocab, (1, tokens + 1), generator=torch.Generator().manual_seed(seed))
+    x, y = stream[:, :-1], stream[:, 1:]
+    runs = {"gcnn": lambda: gcnn(x, targets=y)[0].sum(),
+            "lstm_token_by_token": lambda: stepped_nll(lstm, cell, stream).sum(),
+            "lstm_fused": lambda: lstm(x, targets=y)[0].sum()}
+    measured, used = _measure(runs, tokens, threads, repeats, warmup)
+    out: dict[str, Any] = {"settings": {"vocab_size": vocab, "tokens": tokens, "batch_size": 1, "threads": used,
+                                        "repeats": repeats}, **measured}
+    g = out["gcnn"]["tokens_per_s"]
+    out["ratio"] = g / out["lstm_token_by_token"]["tokens_per_s"]
+    out["ratio_fused"] = g / out["lstm_fused"]["tokens_per_s"]
     return out

@@ -10,25 +10,36 @@ Dauphin, Fan, Auli & Grangier, "Language Modeling with Gated Convolutional Netwo
    get the same wall-clock training budget. The budget is enforced by the trainer's ``time_budget``: each run
    stops at the first step boundary after ``time_budget`` seconds of its own training clock (the step cap is set
    far out of reach and no evaluation runs inside the budget, so the clock counts only training steps); both runs
-   are then evaluated once on the whole validation split. The two runs are the first two jobs of the grid, so with
-   two workers they run side by side and share whatever load the machine has.
-3. ``scoring_latency``: scoring a 100-token sentence at batch 1 takes >= 5x less time with the GCNN than with
-   the LSTM stepped token by token. Fair comparison: the two trained architectures (fresh weights; timing does
-   not depend on them), one thread, both compute the full output layer for the same 100 positions in one call
-   (the stepped LSTM runs only its recurrence token by token: ``nn.LSTMCell`` with the fused LSTM's weights). The
-   stepped LSTM with its output layer inside the loop (online scoring) and the fused ``nn.LSTM`` are reported too.
+   are then evaluated once on the whole validation split. The equal-time runs (GLU and LSTM, every seed) are the
+   first jobs of the grid, so with two workers each runs beside another equal-time run of the same length.
+3. ``scoring_latency``: the paper's responsiveness (Table 3; spec §1.5): tokens/s when one stream of text is
+   scored on its own (batch 1). The LSTM has to consume it one token at a time; the GCNN scores every position in
+   one parallel pass, so its responsiveness equals its throughput. Held if the GCNN's tokens/s is >= 5x the LSTM's
+   (the paper: 12.8x for GCNN-9, 20x for GCNN-8 Bottleneck, on a GPU). Measured the paper's way
+   (``latency.stream_responsiveness``): a 1,000-token stream, every token scored through each model's own
+   target-scoring path with its output layer (the stepped LSTM runs its output layer at every step, as a
+   token-by-token scorer must), judged on 1 thread, the setting a busy machine disturbs least (on 2 threads of a
+   loaded machine both models slowed ~30x); all of the process's threads (the paper used the whole GPU) are
+   reported on a 200-token stream (meaningful on idle cores only). Our
+   first wording is kept as an observation (``latency.model_scoring_latency``): one 100-token sentence, 1 thread,
+   the stepped LSTM's output layer once over all hidden states after the loop, the fused ``nn.LSTM`` too. Both
+   use the trained pair's architectures with fresh weights (timing does not depend on them) and run in the card's
+   process after the grid, so the ratios compare models measured side by side. The paper compared models of
+   equal perplexity (LSTM-2048 vs GCNN-8 Bottleneck at 43.9 on GBW); ours have equal parameter counts.
 
 Output layer: PTB's 10k-word vocabulary uses the adaptive softmax (``head="adaptive"``, the paper's choice;
 default cutoffs [2000, 5000], div_value 4) for both models; character vocabularies use a linear head. The LSTM
 is ``lstm_native`` (fused ``nn.LSTM``, the fastest LSTM for the equal-time comparison). No dropout for either
 model. The trainer now carries the LSTM's state from one training segment to the next (truncated BPTT) and
 scores it on carried streams; the GCNN is scored on windows that give every token ``eval_context`` (= bptt =
-35) earlier tokens, more than its receptive field (25 tokens), so its evaluation is exact. The run recorded in
-``docs/results/gcnn-small.md`` overlapped the carried-state change (its note says how).
+35) earlier tokens, more than its receptive field (25 tokens), so its evaluation is exact. Training and evaluation
+score the targets through the head's cluster-wise loss (issue 21); the first small run computed full
+log-probabilities (its page says how the steps reached in the equal-time budget moved).
 
-Sizes (small): GCNN 8 blocks x [4, 128], embedding 128 (2.73M parameters with the adaptive head) vs LSTM-187
-(2.73M; its embedding is 187 wide). The claims are judged on PTB word level; tiny-shakespeare char level is
-in the ``paper`` grid (and in ``tiny``, for plumbing only).
+Sizes (small and medium): GCNN 8 blocks x [4, 128], embedding 128 (2.73M parameters with the adaptive head) vs
+LSTM-187 (2.73M; its embedding is 187 wide). Small: 500 steps per activation, 100 s per equal-time run, 3 seeds
+(~12 min); medium: 2,500 steps (3 PTB epochs), 300 s, 3 seeds (~53 min from the small run's step times). The
+claims are judged on PTB word level; tiny-shakespeare char level is in the ``paper`` grid (and ``tiny``, plumbing).
 """
 
 from __future__ import annotations
@@ -47,8 +58,15 @@ VOCAB = {"ptb": 10000, "tiny-shakespeare": 66}  # 65 characters + <unk>
 DATASETS = tuple(VOCAB)
 ADAPTIVE_MIN_VOCAB = 1000  # vocabularies at least this large get the adaptive softmax
 PPL_TOLERANCE = 1.10  # claim 2: GCNN ppl <= 1.10 x LSTM ppl
-LATENCY_RATIO = 5.0  # claim 3: stepped LSTM time / GCNN time >= 5
-LATENCY_LENGTH, LATENCY_BATCH = 100, 1
+LATENCY_RATIO = 5.0  # claim 3: GCNN tokens/s / LSTM token-by-token tokens/s >= 5 (the paper: 12.8x and 20x)
+LATENCY_LENGTH, LATENCY_BATCH = 100, 1  # our first measurement (reported, not judged)
+# the paper's way: one contiguous stream at batch 1 (tokens/s is flat beyond a few hundred tokens), judged on one
+# thread; all of the process's threads reported on a short stream: on 2 threads of a busy machine both models slow
+# down ~30x (a token-by-token LSTM ran at 37 tokens/s), so that number means something only on idle cores
+STREAM_TOKENS, STREAM_TOKENS_ALL_THREADS = 1000, 200
+# budgets: steps per activation run and seconds per equal-time run (PTB: 830 steps of 32 x 35 tokens per epoch)
+SMALL_STEPS, SMALL_SECONDS = 500, 100.0
+MEDIUM_STEPS, MEDIUM_SECONDS = 2500, 300.0
 STEP_CAP = 1_000_000  # step cap of the time-budget runs (never reached; the time budget stops them)
 
 
@@ -70,8 +88,9 @@ def lstm_hidden_for(target: int, vocab: int) -> int:
 
 
 def _entries(datasets: tuple[str, ...], width: int, n_blocks: int, steps: int, time_budget: float,
-             task_args: dict[str, Any] | None = None) -> list[Entry]:
-    """Per dataset: the equal-time pair (GLU, LSTM) first, then the four activations at equal steps."""
+             task_args: dict[str, Any] | None = None, eval_every: int | None = None) -> list[Entry]:
+    """Per dataset: the equal-time pair (GLU, LSTM) first, then the four activations at equal steps (validated
+    every ``eval_every`` steps for their learning curves; default: once, at the end)."""
     out = []
     for ds in datasets:
         vocab = VOCAB[ds]
@@ -84,7 +103,8 @@ def _entries(datasets: tuple[str, ...], width: int, n_blocks: int, steps: int, t
                          {"arch": "lstm", "budget": "time", "data": ds}, timed))
         for act in ACTIVATIONS:
             out.append(Entry("gcnn", "lm", gcnn_args(width, n_blocks, act, vocab), targs,
-                             {"arch": act, "budget": "steps", "data": ds}, {"steps": steps, "eval_every": steps}))
+                             {"arch": act, "budget": "steps", "data": ds},
+                             {"steps": steps, "eval_every": eval_every or steps}))
     return out
 
 
@@ -125,39 +145,65 @@ def _check_equal_time(results: Results) -> ClaimResult:
                        f"{lstm:.2f} (ratio {ratio:.3f}; held if <= {PPL_TOLERANCE})")
 
 
-def measure_latency(results: Results, data: str) -> dict[str, Any]:
-    """``model_scoring_latency`` of the card's equal-time pair (fresh weights, one thread)."""
-    from seqzoo.experiments.latency import model_scoring_latency
+def _pair(results: Results, data: str) -> list[Any]:
+    """The card's equal-time pair (GCNN-GLU, LSTM) built with fresh weights (timing does not depend on them)."""
+    from seqzoo.experiments.card import MissingResult
     from seqzoo.training.run_config import resolve_run
 
     models = []
     for arch in ("glu", "lstm"):
         hit = results.find(arch=arch, budget="time", data=data)
         if hit is None:
-            from seqzoo.experiments.card import MissingResult
-
             raise MissingResult(f"no {arch} entry with budget=time on {data}")
         e = hit.entry
         models.append(resolve_run(e.model, e.task, model_args=e.model_args, task_args=e.task_args, check=False).model)
-    return model_scoring_latency(*models, length=LATENCY_LENGTH, batch_size=LATENCY_BATCH, threads=1)
+    return models
+
+
+def measure_latency(results: Results, data: str) -> dict[str, Any]:
+    """Both latency measurements of the card's equal-time pair, in this process, back to back.
+
+    ``paper``: the paper's responsiveness (``stream_responsiveness``: one contiguous stream at batch 1, every token
+    scored with the output layer, the LSTM one token at a time) on one thread (judged), and ``paper_all_threads`` on
+    all of the process's threads; ``ours``: the card's first measurement (``model_scoring_latency``: one 100-token
+    sentence at batch 1 on one thread, the stepped LSTM's output layer once after its loop).
+    """
+    from seqzoo.experiments.latency import model_scoring_latency, stream_responsiveness
+
+    gcnn, lstm = _pair(results, data)
+    return {"paper": stream_responsiveness(gcnn, lstm, tokens=STREAM_TOKENS, threads=1),
+            "paper_all_threads": stream_responsiveness(gcnn, lstm, tokens=STREAM_TOKENS_ALL_THREADS, repeats=3),
+            "ours": model_scoring_latency(gcnn, lstm, length=LATENCY_LENGTH, batch_size=LATENCY_BATCH, threads=1)}
 
 
 def _check_latency(results: Results) -> ClaimResult:
     ds = _primary(results)
     m = measure_latency(results, ds)
-    ms = {k: round(1000 * m[k]["seconds"], 2) for k in ("gcnn", "lstm_stepped", "lstm_stepped_head_per_step",
+    p, pa, o = m["paper"], m["paper_all_threads"], m["ours"]
+    tok = {k: round(p[k]["tokens_per_s"]) for k in ("gcnn", "lstm_token_by_token", "lstm_fused")}
+    ms = {k: round(1000 * o[k]["seconds"], 2) for k in ("gcnn", "lstm_stepped", "lstm_stepped_head_per_step",
                                                          "lstm_fused")}
-    held = m["ratio_stepped"] >= LATENCY_RATIO
-    numbers = {"data": ds, **{f"ms_{k}": v for k, v in ms.items()},
-               "ratio_stepped": round(m["ratio_stepped"], 2), "ratio_head_per_step": round(m["ratio_head_per_step"], 2),
-               "ratio_fused": round(m["ratio_fused"], 2), "gcnn_params": m["settings"]["gcnn_params"],
-               "lstm_params": m["settings"]["lstm_params"]}
+    held = p["ratio"] >= LATENCY_RATIO
+    numbers = {"data": ds, "stream_tokens": STREAM_TOKENS,
+               **{f"tok_s_{k}": v for k, v in tok.items()},
+               "responsiveness_ratio": round(p["ratio"], 2), "responsiveness_ratio_fused": round(p["ratio_fused"], 2),
+               "responsiveness_ratio_all_threads": round(pa["ratio"], 2), "all_threads": pa["settings"]["threads"],
+               **{f"ours_ms_{k}": v for k, v in ms.items()},
+               "ours_ratio_stepped": round(o["ratio_stepped"], 2),
+               "ours_ratio_head_per_step": round(o["ratio_head_per_step"], 2),
+               "ours_ratio_fused": round(o["ratio_fused"], 2),
+               "gcnn_params": o["settings"]["gcnn_params"], "lstm_params": o["settings"]["lstm_params"]}
     return ClaimResult(held, numbers,
-                       f"{LATENCY_BATCH} x {LATENCY_LENGTH} tokens, 1 thread, full output layer: GCNN {ms['gcnn']} ms, "
-                       f"LSTM stepped {ms['lstm_stepped']} ms ({m['ratio_stepped']:.2f}x; held if >= "
-                       f"{LATENCY_RATIO:g}x), stepped with the output layer at every step "
-                       f"{ms['lstm_stepped_head_per_step']} ms ({m['ratio_head_per_step']:.2f}x), fused nn.LSTM "
-                       f"{ms['lstm_fused']} ms ({m['ratio_fused']:.2f}x)")
+                       f"paper's way (one {STREAM_TOKENS}-token stream at batch 1, output layer on every token, 1 "
+                       f"thread): GCNN {tok['gcnn']:,} tokens/s vs LSTM token by token "
+                       f"{tok['lstm_token_by_token']:,} ({p['ratio']:.2f}x; held if >= {LATENCY_RATIO:g}x; "
+                       f"{pa['ratio']:.2f}x on {pa['settings']['threads']} threads), fused nn.LSTM "
+                       f"{tok['lstm_fused']:,} "
+                       f"({p['ratio_fused']:.2f}x). Ours, not judged ({LATENCY_BATCH} x {LATENCY_LENGTH} tokens, 1 "
+                       f"thread): GCNN {ms['gcnn']} ms, LSTM stepped {ms['lstm_stepped']} ms "
+                       f"({o['ratio_stepped']:.2f}x), output layer at every step {ms['lstm_stepped_head_per_step']} "
+                       f"ms ({o['ratio_head_per_step']:.2f}x), fused nn.LSTM {ms['lstm_fused']} ms "
+                       f"({o['ratio_fused']:.2f}x)")
 
 
 def _draw(results: Results, path: Path) -> None:
@@ -190,9 +236,9 @@ CARD = register_experiment(ExperimentCard(
     title="Gated convolutional LM: activations, GCNN vs LSTM at equal time, scoring latency",
     paper="Dauphin, Fan, Auli & Grangier, Language Modeling with Gated Convolutional Networks (ICML 2017)",
     description="GCNN (8 residual blocks, k=4, weight norm) with GLU / ReLU / GTU / tanh at equal steps, GLU vs an "
-                "LSTM of equal parameter count at an equal wall-clock budget (trainer time_budget), and the time "
-                "to score one 100-token sentence (batch 1) with each. PTB word level with an adaptive softmax; "
-                "validation perplexity.",
+                "LSTM of equal parameter count at an equal wall-clock budget (trainer time_budget), and the "
+                "responsiveness of each (tokens/s scoring one stream at batch 1, the LSTM token by token). PTB "
+                "word level with an adaptive softmax; validation perplexity.",
     grid=lambda: _entries(DATASETS, 256, 8, 20000, 3600.0),
     metric="perplexity",
     split="valid",
@@ -201,33 +247,47 @@ CARD = register_experiment(ExperimentCard(
                       grid=lambda: [_cap(e, 30) for e in _entries(("tiny-shakespeare",), 16, 2, 4, 0.5,
                                                                   {"bptt": 16})],
                       note="plumbing only: tiny-shakespeare chars, GCNN 2 x [4, 16], 4 steps / 0.5 s"),
-        "small": Scale(train=_TRAIN, seeds=(0,), workers=2, grid=lambda: _entries(("ptb",), 128, 8, 600, 240.0),
-                       expected_seconds=715,
-                       note="PTB word level (10k vocabulary, adaptive softmax), batch 32 x 35 tokens, Adam 1e-3, "
-                            "clip 1; GCNN 8 x [4, 128] (2.73M parameters) vs LSTM-187 (2.73M); 600 steps per "
-                            "activation (0.72 epochs); 240 s of training each for the equal-time pair; one seed."),
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=754,
+                       grid=lambda: _entries(("ptb",), 128, 8, SMALL_STEPS, SMALL_SECONDS, eval_every=250),
+                       note=f"PTB word level (10k vocabulary, adaptive softmax), batch 32 x 35 tokens, Adam 1e-3, "
+                            f"clip 1; GCNN 8 x [4, 128] (2.73M parameters) vs LSTM-187 (2.73M); {SMALL_STEPS} steps "
+                            f"per activation (0.6 epochs, validated at 250 and 500); {SMALL_SECONDS:g} s of "
+                            "training each for the equal-time pair; 3 seeds."),
+        "medium": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=3200,
+                        grid=lambda: _entries(("ptb",), 128, 8, MEDIUM_STEPS, MEDIUM_SECONDS, eval_every=500),
+                        note=f"the small scale's models and data, longer: {MEDIUM_STEPS} steps per activation (3.0 "
+                             f"PTB epochs, validated every 500 steps); {MEDIUM_SECONDS:g} s of training each for "
+                             "the equal-time pair; 3 seeds. Expected time from the small run's step times on idle "
+                             "cores (GLU 0.163, ReLU 0.110 s/step; 2 x 3 x 300 s): about 53 min; not yet run."),
         "paper": Scale(train={**_TRAIN, "test_split": "test"}, seeds=(0, 1, 2), workers=2, grid=None,
                        note="PTB word level and tiny-shakespeare char level, GCNN 8 x [4, 256], 20,000 steps, one "
                             "hour per equal-time run, 3 seeds (the paper's WikiText-103 / Google Billion Word are "
                             "not available offline). Defined, not run."),
     },
     causes={
-        "activation_order": Cause("open",
-            '600 steps (0.72 epochs), one seed: all four activations at 327-362 validation perplexity; a medium '
-            'run with several epochs and seeds has not been made.'),
-        "gcnn_matches_lstm_at_equal_time": Cause("open",
-            '240 s of training each (GCNN 627 steps, LSTM 758), one seed: 354.9 vs 268.5; not yet run longer.'),
+        "activation_order": Cause("budget",
+            "Curves still falling steeply (validation perplexity 250 -> 500 steps, 3 seeds: GLU 531 -> 398, ReLU "
+            "478 -> 367, GTU 469 -> 356, tanh 474 -> 359); GLU, the slowest starter, closes on the best (62 -> 42). "
+            "The medium scale (3 epochs) is defined to decide it, not run. See 'Causes of the NOT HELD claims'."),
+        "gcnn_matches_lstm_at_equal_time": Cause("budget",
+            "Both training curves still falling at 100 s (GCNN 612-687 steps, LSTM 1013-1217; 3 seeds): 351.7 vs "
+            "238.3 (1.48x). Not yet shown to close: the LSTM does 1.6-1.8x the GCNN's steps on one CPU thread; "
+            "medium (300 s) not run. See 'Causes of the NOT HELD claims'."),
         "scoring_latency": Cause("open",
-            'Measured at batch 1 on one thread: 1.25x vs the stepped LSTM, 3.73x with the output layer at every '
-            'step, 0.86x vs fused nn.LSTM; not yet measured the way spec §1.5 describes.'),
+            "Now judged the paper's way (responsiveness: one stream at batch 1, output layer on every token): "
+            "4.61x on 1 thread (bar 5x), 6.14x on 2 threads, one measurement on idle cores (pilots under load "
+            "4.6-6.5x). The paper compared models of equal perplexity, ours have equal parameters; the first "
+            "wording (100-token sentence, output layer once: 1.21x) is kept as an observation."),
     },
     claims=[
         Claim("activation_order", "GLU <= ReLU < GTU < tanh in validation perplexity at equal steps.", _check_order),
         Claim("gcnn_matches_lstm_at_equal_time", f"At an equal wall-clock training budget the GCNN's validation "
               f"perplexity is within {PPL_TOLERANCE - 1:.0%} of an equal-parameter LSTM's.", _check_equal_time),
-        Claim("scoring_latency", f"Scoring a {LATENCY_LENGTH}-token sentence at batch {LATENCY_BATCH} takes >= "
-              f"{LATENCY_RATIO:g}x less time with the GCNN than with the LSTM stepped token by token (ratio vs the "
-              "fused nn.LSTM reported too).", _check_latency),
+        Claim("scoring_latency", f"Responsiveness as the paper's Table 3 measures it: scoring one contiguous "
+              f"stream at batch 1, every token through the output layer, the GCNN (one parallel pass) processes >= "
+              f"{LATENCY_RATIO:g}x more tokens/s than the LSTM stepped one token at a time. Our first wording (one "
+              f"{LATENCY_LENGTH}-token sentence on one thread, the stepped LSTM's output layer applied once after its "
+              "loop) is reported as an observation.", _check_latency),
     ],
     plots=[Plot("perplexity", _draw, "Validation perplexity: activations at equal steps (left), GCNN-GLU vs the "
                 "equal-parameter LSTM at equal wall-clock (right).")],
