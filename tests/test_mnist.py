@@ -82,3 +82,17 @@ def test_split_layouts_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not torch.equal(perm, torch.arange(784))
     base = task.baseline()
     assert 0.09 < base["accuracy"] < 0.13 and base["cross_entropy"] == pytest.approx(np.log(10), abs=0.01)
+
+
+@needs_data
+def test_standardize_uses_the_training_splits_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQZOO_DATA", str(DATA))
+    plain, std = create_task("mnist-test", pool=2), create_task("mnist-test", pool=2, standardize=True)
+    train = std.build("train").tensors["inputs"].double()
+    assert abs(float(train.mean())) < 1e-5 and abs(float(train.std()) - 1.0) < 1e-4
+    raw = plain.build("train").tensors["inputs"].double()
+    a, b = plain.build("test").tensors["inputs"].double(), std.build("test").tensors["inputs"].double()
+    torch.testing.assert_close(b, (a - raw.mean()) / raw.std(), atol=1e-5, rtol=0)  # test split: train statistics
+    assert "standardize" not in plain.params and std.params["standardize"] is True  # older runs keep their identity
+    with pytest.raises(ValueError, match="standardize.*must be true or false"):
+        create_task("mnist-test", standardize="yes")

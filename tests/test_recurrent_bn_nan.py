@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from seqzoo.errors import ConfigError
 from seqzoo.layers import build_recurrent
 from seqzoo.layers.batch_norm import RecurrentBatchNorm
 from seqzoo.layers.norms import make_recurrent_norm
@@ -63,22 +65,72 @@ def test_the_papers_remedies_bound_the_gain() -> None:
 
 
 def test_bn_sites_cancel_the_cells_biases_so_the_h_site_carries_the_gate_bias() -> None:
-    """The paper's ``BN(W_h h) + BN(W_x x) + b``: the cell's b_ih, b_hh sit inside the sites and cancel."""
+    """The paper's ``BN(W_h h) + BN(W_x x) + b``: a bias inside a batch-mean site cancels, so the cell has none."""
     torch.manual_seed(3)
     assert make_recurrent_norm("batch", 8, site="h").bias is not None
     assert make_recurrent_norm("batch", 8, site="x").bias is None
     layer = build_recurrent("lstm", 3, 5, norm="batch").double()
+    cell = layer.cell
+    assert cell.bias_ih is None and cell.bias_hh is None  # dead under BN (they would only random-walk)
+    assert build_recurrent("lstm", 3, 5, norm="layer").cell.bias_ih is not None  # LayerNorm keeps them
     x = torch.randn(16, 6, 3, dtype=torch.float64)
     y, _ = layer(x)
-    cell = layer.cell
-    with torch.no_grad():
-        cell.bias_ih.add_(1.0)
-        cell.bias_hh.sub_(0.7)
-    y_moved, _ = layer(x)
-    torch.testing.assert_close(y_moved, y, atol=1e-10, rtol=0)  # the cell's biases have no effect under BN
+    a = torch.randn(16, 20, dtype=torch.float64)  # a constant before a BN site has no effect
+    torch.testing.assert_close(cell.norms["x"](a + 1.7)[0], cell.norms["x"](a)[0], atol=1e-10, rtol=0)
     with torch.no_grad():
         cell.norms["h"].bias[5:10] += 1.0  # the forget-gate rows (torch order i, f, g, o)
     y_forget, _ = layer(x)
     assert (y_forget - y).abs().max() > 1e-3  # β_h is a working gate bias
     y_forget.sum().backward()
     assert cell.norms["h"].bias.grad.abs().max() > 1e-6
+
+
+def _blank_start_gradient(h0_noise: float) -> tuple[list[float], list[torch.Tensor]]:
+    """A BN-LSTM (ε = 1e-5) on 27 blank steps then 3 inked ones, like the first rows of MNIST: the h site's batch
+    variance (min over features) at each step, and the parameter gradients."""
+    torch.manual_seed(0)
+    layer = build_recurrent("lstm", 1, 16, norm="batch", norm_kwargs={"eps": 1e-5}, h0_noise=h0_noise).train()
+    x = torch.zeros(32, 30, 1)
+    x[:, -3:] = torch.rand(32, 3, 1)
+    var: list[float] = []
+    site = layer.cell.norms["h"]
+    site.register_forward_hook(lambda m, i, o: var.append(float(i[0].detach().var(0, unbiased=False).min())))
+    y, _ = layer(x)
+    (y[:, -1] * torch.randn(32, 16)).sum().backward()
+    return var, [p.grad for p in layer.parameters() if p.grad is not None]
+
+
+def test_bn_lstm_without_h0_noise_overflows_in_backward_on_blank_first_steps() -> None:
+    """The cell-level reproduction: h_0 = 0 makes every sequence's state equal over the blank steps."""
+    var, grads = _blank_start_gradient(0.0)
+    assert var[0] == 0.0 and var[1] == 0.0
+    assert not all(torch.isfinite(g).all() for g in grads)
+
+
+def test_h0_noise_gives_the_first_steps_batch_variance_and_a_finite_gradient() -> None:
+    """Cooijmans et al.'s --noise 0.1 on h_0: variance ≫ ε at the first steps, so the gain stays near 1."""
+    var, grads = _blank_start_gradient(0.1)
+    assert min(var[:2]) > 10 * 1e-5
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert max(float(g.abs().max()) for g in grads) < 1e3
+
+
+def test_h0_noise_is_training_only_and_checked() -> None:
+    layer = build_recurrent("lstm", 2, 8, norm="batch", h0_noise=0.1)
+    h0 = layer.init_state(64)[0]
+    assert 0.05 < float(h0.std()) < 0.15 and layer.init_state(64)[1].abs().max() == 0  # noise on h only, not c
+    layer.eval()
+    assert layer.init_state(64)[0].abs().max() == 0  # evaluation is deterministic
+    with pytest.raises(ConfigError, match="h0_noise"):
+        build_recurrent("lstm", 2, 8, h0_noise=-0.1)
+
+
+def test_forget_bias_sets_the_gate_bias_that_is_added_last() -> None:
+    """The official code starts the forget-gate bias at 1: β_h under BatchNorm, b_ih (b_hh at 0) otherwise."""
+    f = slice(8, 16)
+    bn = build_recurrent("lstm", 2, 8, norm="batch", forget_bias=1.0).cell
+    assert torch.equal(bn.norms["h"].bias[f], torch.ones(8)) and bn.norms["h"].bias[:8].abs().max() == 0
+    plain = build_recurrent("lstm", 2, 8, forget_bias=1.0).cell
+    assert torch.equal(plain.bias_ih[f], torch.ones(8)) and plain.bias_hh[f].abs().max() == 0
+    with pytest.raises(ConfigError, match="forget_bias"):
+        build_recurrent("lstm", 2, 8, bias=False, forget_bias=1.0)

@@ -12,6 +12,11 @@ cancels ``b_ih`` and ``b_hh`` exactly, in training and with population statistic
 ``h`` site keeps its own shift ``β_h`` (init 0): it is the paper's ``b`` (the official code's
 ``ab_betas`` sit on the same term). The ``x`` site has none (``β_x = 0``, a second shift would
 only duplicate ``β_h``), and the ``c`` site has ``β_c`` as in the paper. ``shift=`` overrides.
+The cell drops ``b_ih`` and ``b_hh`` in front of these sites (``cancels_bias``): their true gradient
+is 0, but an adaptive optimizer (RMSprop, Adam) turns the rounding noise of that gradient into steps
+of about the learning rate, the biases random-walk, and the population means (an EMA) lag behind
+them; at the near-zero-variance steps of MNIST that lag is divided by ``sqrt(ε)``
+(docs/results/recurrent-bn-small.md).
 
 Zero-variance steps: where the batch variance of a feature is far below ``ε`` (e.g. the blank
 first pixels of MNIST, when every sequence of the batch has the same state), the forward output
@@ -95,6 +100,7 @@ class RecurrentBatchNorm(RecurrentNorm):
     stateless = False
     num_state = 1
     step_exact_in_train = False
+    cancels_bias = True
 
     def __init__(
         self,

@@ -25,10 +25,13 @@ class RecurrentNorm(nn.Module):
 
     ``step_exact_in_train`` is False for norms whose train-time statistics depend on the whole
     batch of sequences (there ``step`` cannot equal ``forward`` in train mode).
-    ``stateless`` lets the driver skip state bookkeeping.
+    ``stateless`` lets the driver skip state bookkeeping. ``cancels_bias`` is True for norms that subtract a
+    per-feature mean over the batch: a constant added before such a site has no effect, so a cell drops its own
+    bias there (``RecurrentCell``).
     """
 
     num_state: int = 0
+    cancels_bias: bool = False
     step_exact_in_train: bool = True
     stateless: bool = True
     is_identity: bool = False

@@ -9,7 +9,10 @@ Layouts (Cooijmans et al. / Le et al.): ``pixels`` reads one pixel per step (784
 ``rows`` one image row per step (28 steps × 28). ``pool`` > 1 averages ``pool × pool`` blocks first (``pool=2``:
 14×14 images, 196 pixel steps) — a cheaper variant for small budgets, reported as such. ``permute=True`` applies
 one fixed random permutation to the pixel order (pMNIST; independent of the run seed). Pixels are scaled to
-[0, 1]. The baseline is the training split's majority class (accuracy) and class prior (cross-entropy).
+[0, 1]; ``standardize=True`` then subtracts the training split's pixel mean and divides by its standard deviation
+(one scalar each, after pooling): a plain LSTM's input weights start at U(±1/sqrt(H)), so [0, 1] pixels barely
+move its gates at first, while a BatchNorm-ed input term is unchanged by the affine map. The baseline is the
+training split's majority class (accuracy) and class prior (cross-entropy).
 
 The IDX files are read from ``data_dir``, else ``$SEQZOO_DATA``, else ``./data`` / ``../shared/data``, in a folder
 ``mnist-test`` or the root itself; nothing is downloaded.
@@ -75,7 +78,7 @@ class MNISTTestTask(Task):
     fresh_train_data = False
 
     def __init__(self, layout: str = "pixels", pool: int = 1, permute: bool = False, n_valid: int = 1000,
-                 n_test: int = 2000, data_dir: str | None = None) -> None:
+                 n_test: int = 2000, standardize: bool = False, data_dir: str | None = None) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"mnist-test: layout must be one of {LAYOUTS}, got {layout!r}")
         check_int("mnist-test", "pool", pool, 1)
@@ -83,21 +86,24 @@ class MNISTTestTask(Task):
             raise ConfigError(f"mnist-test: pool must divide 28 (1, 2, 4, 7, 14, 28), got {pool}")
         if not isinstance(permute, bool):
             raise ConfigError(f"mnist-test: permute must be true or false, got {permute!r}")
+        if not isinstance(standardize, bool):
+            raise ConfigError(f"mnist-test: standardize must be true or false, got {standardize!r}")
         check_int("mnist-test", "n_valid", n_valid, 1)
         check_int("mnist-test", "n_test", n_test, 1)
         if n_valid + n_test > N_IMAGES - 100 * N_CLASSES:
             raise ConfigError(f"mnist-test: n_valid + n_test must leave at least 1,000 training images, got "
                              f"{n_valid} + {n_test} of {N_IMAGES}")
-        super().__init__(layout=layout, pool=pool, permute=permute, n_valid=n_valid, n_test=n_test)
+        extra = {"standardize": True} if standardize else {}  # absent when off: older runs keep their identity
+        super().__init__(layout=layout, pool=pool, permute=permute, n_valid=n_valid, n_test=n_test, **extra)
         self.folder = dataset_folder(data_dir, "mnist-test", [IMAGES, LABELS], "mnist-test")
-        self.layout, self.pool, self.permute = layout, pool, permute
+        self.layout, self.pool, self.permute, self.standardize = layout, pool, permute, standardize
         self.n_valid, self.n_test = n_valid, n_test
         self.side = SIDE // pool
         steps, d_input = (self.side ** 2, 1) if layout == "pixels" else (self.side, self.side)
         self.spec = TaskSpec(input_kind="features", d_input=d_input, output_kind="per_sequence",
                              d_output=N_CLASSES, loss="cross_entropy", metrics=("accuracy", "cross_entropy"),
                              primary_metric="accuracy", higher_is_better=True, seq_len=steps,
-                             extra={"layout": layout, "pool": pool, "permute": permute,
+                             extra={"layout": layout, "pool": pool, "permute": permute, **extra,
                                     "data": "MNIST-test subset (not the standard MNIST benchmark)"})
 
     def split_indices(self) -> dict[str, torch.Tensor]:
@@ -113,12 +119,20 @@ class MNISTTestTask(Task):
         seed = derive_seed(self.name, self.version, "permutation", self.side) % (1 << 32)
         return torch.as_tensor(np.random.RandomState(seed).permutation(self.side ** 2), dtype=torch.long)
 
-    def dataset(self, split: str) -> TensorDataset:
-        images, labels = load_mnist_test(str(self.folder))
-        idx = self.split_indices()[split]
-        x = images[idx]
+    def _images(self, idx: torch.Tensor) -> torch.Tensor:
+        """The images ``idx`` in [0, 1], pooled."""
+        x = load_mnist_test(str(self.folder))[0][idx]
         if self.pool > 1:
             x = torch.nn.functional.avg_pool2d(x.unsqueeze(1), self.pool).squeeze(1)
+        return x
+
+    def dataset(self, split: str) -> TensorDataset:
+        _, labels = load_mnist_test(str(self.folder))
+        idx = self.split_indices()[split]
+        x = self._images(idx)
+        if self.standardize:  # the training split's statistics, for every split
+            train = self._images(self.split_indices()["train"]).double()
+            x = (x - float(train.mean())) / float(train.std())
         n = len(idx)
         if self.layout == "pixels":
             x = x.reshape(n, self.side ** 2)

@@ -22,6 +22,12 @@ State = tuple[Tensor, ...]
 class RecurrentCell(nn.Module):
     """Base class. Subclasses define ``core_state_names``, ``gate_multiplier`` and ``recur``.
 
+    ``h0_noise``: in training, ``h_0`` is ``N(0, h0_noise²)`` per example and unit instead of 0 (Cooijmans et al.'s
+    ``--noise`` for the BN-LSTM on sequential MNIST, std 0.1: with a zero ``h_0`` every sequence of a batch has the
+    same state until its input differs, so a per-step BatchNorm sees zero variance and its backward multiplies by
+    ``γ / sqrt(ε)`` at each such step, see ``layers/batch_norm.py``). Only ``h`` gets it (``c_0`` stays 0, as in the
+    official code). Evaluation keeps ``h_0 = 0`` (deterministic; the official inference graph adds the noise too).
+
     Quantization (``quant="w4a4"``, ``seqzoo.layers.quant``) is injected like a norm: ``project_inputs`` and
     ``recurrent_term`` use ``quantized_weight``; a cell class that calls ``act_sigmoid``/``act_tanh`` at its gates and
     hidden state declares ``supports_quant = True`` in its own class body (subclasses that change ``recur`` do not
@@ -43,8 +49,12 @@ class RecurrentCell(nn.Module):
         norm_sizes: dict[str, int] | None = None,
         quant: str | None = None,
         quant_kwargs: dict | None = None,
+        h0_noise: float = 0.0,
     ) -> None:
         super().__init__()
+        if not h0_noise >= 0.0:
+            raise ConfigError(f"h0_noise={h0_noise!r}: expected the standard deviation of the noise on h_0, >= 0")
+        self.h0_noise = float(h0_noise)
         if quant not in (None, "none") and not type(self).__dict__.get("supports_quant", False):
             raise ConfigError(f"quant={quant!r}: {type(self).__name__} has no quantization sites (the lstm, gru and "
                               "rnn_tanh cells have them)")
@@ -69,6 +79,9 @@ class RecurrentCell(nn.Module):
                 for site in self.norm_site_names
             }
         )
+        for site, name in (("x", "bias_ih"), ("h", "bias_hh")):  # a constant before a batch-mean site is dead
+            if site in self.norms and self.norms[site].cancels_bias:
+                self.register_parameter(name, None)
         self.quant = make_quantizer(quant, quant_kwargs)
         self._qcache: dict[str, tuple] = {}
         self.reset_parameters()
@@ -137,6 +150,8 @@ class RecurrentCell(nn.Module):
         core = tuple(
             torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype) for _ in self.core_state_names
         )
+        if self.h0_noise and self.training:
+            core = (torch.randn_like(core[0]).mul_(self.h0_noise),) + core[1:]
         extra: tuple[Tensor, ...] = ()
         for site in self._stateful_sites():
             extra += tuple(self.norms[site].init_state(batch_size, device=device, dtype=dtype))

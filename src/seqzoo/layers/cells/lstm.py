@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqzoo.errors import ConfigError
 from seqzoo.layers.cells.base import RecurrentCell, State
 from seqzoo.ops.lstm_loop import norm_lstm_sequence
 from seqzoo.ops.lstm_recurrence import lstm_layer, lstm_sequence
@@ -31,9 +32,29 @@ class LSTMCell(RecurrentCell):
     norm_site_names = ("x", "h", "c")
     supports_quant = True
 
-    def __init__(self, input_size: int, hidden_size: int, **kwargs) -> None:
+    def __init__(self, input_size: int, hidden_size: int, *, forget_bias: float | None = None, **kwargs) -> None:
+        """``forget_bias``: start the forget gate's bias at this value (Cooijmans et al.'s official code uses 1 for
+        the LSTM and the BN-LSTM); None keeps ``torch.nn.LSTM``'s uniform draw."""
         kwargs.setdefault("norm_sizes", {"c": hidden_size})
+        self.forget_bias = forget_bias
         super().__init__(input_size, hidden_size, **kwargs)
+
+    def reset_parameters(self) -> None:
+        """The base initialization; with ``forget_bias`` the forget rows of the gate bias: the shift of the ``h``
+        norm site when it has one (``β_h`` under BatchNorm), else ``b_ih`` (and ``b_hh`` at 0)."""
+        super().reset_parameters()
+        if self.forget_bias is None:
+            return
+        shift = getattr(self.norms["h"], "bias", None)
+        gate = [shift] if isinstance(shift, Tensor) else [b for b in (self.bias_ih, self.bias_hh) if b is not None]
+        if not gate:
+            raise ConfigError("forget_bias: this LSTM cell has no gate bias to set (bias=False and no shift at the "
+                              "h norm site)")
+        f = slice(self.hidden_size, 2 * self.hidden_size)  # torch gate order i, f, g, o
+        with torch.no_grad():
+            for b in gate:
+                b[f] = 0.0
+            gate[0][f] = float(self.forget_bias)
 
     def recur(self, xp_t: Tensor, core: State, sites: dict[str, State]) -> tuple[Tensor, State]:
         h, c = core
