@@ -49,6 +49,19 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+def tiny_run(tmp_path: Path, bleu_splits: str):
+    """A 2-step ConvS2S run on the synthetic corpus in ``tmp_path/data``: ``(data folder, TrainResult)``."""
+    from seqzoo.training import train
+
+    (tmp_path / "data").mkdir()
+    data = corpus(tmp_path / "data")
+    res = train("convs2s_small", "translation", model_args={"d_model": 8, "d_embed": 8, "d_out_embed": 8},
+                task_args={"folder": ".", "data_dir": str(data), "spm_vocab": 60, "bleu_splits": bleu_splits},
+                config={"steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "tensorboard": False},
+                out=tmp_path / "runs", index=False)
+    return data, res
+
+
 def make(root: Path, **kw) -> tr.TranslationTask:
     return create_task("translation", **{"folder": ".", "data_dir": str(root), "spm_vocab": 60, **kw})
 
@@ -137,14 +150,8 @@ def test_int8_gnmt_stays_close_to_float(tmp_path: Path) -> None:
 
 def test_translate_command_uses_the_run_folder_only(tmp_path: Path, cache: Path, capsys) -> None:
     from seqzoo.cli.main import main
-    from seqzoo.training import train
 
-    (tmp_path / "data").mkdir()
-    data = corpus(tmp_path / "data")
-    res = train("convs2s_small", "translation", model_args={"d_model": 8, "d_embed": 8, "d_out_embed": 8},
-                task_args={"folder": ".", "data_dir": str(data), "spm_vocab": 60, "bleu_splits": "none"},
-                config={"steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "tensorboard": False},
-                out=tmp_path / "runs", index=False)
+    data, res = tiny_run(tmp_path, bleu_splits="none")
     assert (res.run_dir / "spm.model").is_file()
     src = tmp_path / "in.de"
     src.write_text("Ein hund läuft.\nEine katze schläft im haus.\n")
@@ -184,15 +191,9 @@ def test_a_rebuilt_run_reads_its_own_wordpiece_model(tmp_path: Path, cache: Path
     import shutil
 
     from seqzoo.cli.main import main
-    from seqzoo.training import train
     from seqzoo.training.runs import read_config, task_from_config
 
-    (tmp_path / "data").mkdir()
-    data = corpus(tmp_path / "data")
-    res = train("convs2s_small", "translation", model_args={"d_model": 8, "d_embed": 8, "d_out_embed": 8},
-                task_args={"folder": ".", "data_dir": str(data), "spm_vocab": 60, "bleu_splits": "test"},
-                config={"steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "tensorboard": False},
-                out=tmp_path / "runs", index=False)
+    data, res = tiny_run(tmp_path, bleu_splits="test")
     own = (res.run_dir / "spm.model").read_bytes()
     shutil.rmtree(cache)
 
