@@ -208,3 +208,43 @@ def test_u_c_stays_orthogonal_while_training_at_the_card_size() -> None:
         worst_fro = max(worst_fro, float(torch.linalg.matrix_norm(err)))
         assert float((u - exact).abs().max()) < 1e-4  # U is the Cayley image of the current A
     assert worst_max < 1e-4 and worst_fro < 1e-3, (worst_max, worst_fro)
+
+
+def test_module_metrics_report_the_next_forwards_u_without_changing_training() -> None:
+    """``orth_error`` is ‖UᵀU − I‖_F of the U the next forward uses, and asking for it leaves the run bit-identical.
+
+    Two copies train side by side; one reports after every optimizer step (as the trainer does), the other only
+    updates lazily on its next forward. Their losses and weights must agree exactly.
+    """
+    torch.manual_seed(0)
+    layers = [build_layer("nc_gru", 6, 32, orthogonal_reset=True) for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    opts = [torch.optim.Adam(layer.parameters(), lr=1e-3) for layer in layers]  # the card's lr
+    x, target = torch.randn(8, 10, 6), torch.randn(8, 10, 32)
+    eye = torch.eye(32, dtype=torch.float64)
+    reported = 0
+    for step in range(70):  # across one exact recompute (every 50 updates)
+        losses = []
+        for layer, opt in zip(layers, opts):
+            loss = ((layer(x)[0] - target) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        assert losses[0] == losses[1], step
+        for mod in orthogonal_modules(layers[0]):
+            out = mod.module_metrics()
+            u = mod.weight.detach().double()  # what the next forward uses (the lazy update finds nothing to do)
+            err = u.T @ u - eye
+            assert out["orth_error"] == pytest.approx(float(torch.linalg.matrix_norm(err)), rel=1e-12)
+            assert out["orth_error_maxabs"] == pytest.approx(float(err.abs().max()), rel=1e-12)
+            assert out["orth_error"] < 1e-3
+            reported += 1
+    assert reported == 140
+    update_orthogonal(layers[1])  # its last step is still pending (lazy); then the two states are the same
+    for a, b in zip(layers[0].state_dict().values(), layers[1].state_dict().values()):
+        assert torch.equal(a, b)
+    stale = CayleyOrthogonal(8, auto_update=False)  # the caller updates the cache itself: reported as it is
+    with torch.no_grad():
+        stale.raw.add_(0.1)
+    assert stale.module_metrics()["orth_error"] > 1e-3 and int(stale.updates_since_recompute) == 0
