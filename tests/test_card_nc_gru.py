@@ -27,9 +27,13 @@ def _results(cells: dict[tuple[str, str], dict[str, list[float]]]) -> Results:
     return Results(out, "cross_entropy", "test")
 
 
-def _cell(ce: float, leave: float, ratio: float, left: float = 1.0) -> dict[str, list[float]]:
-    return {"cross_entropy": [ce, ce], "leave_step": [leave, leave], "left": [left, left],
-            "spike_ratio": [ratio, ratio], "grad_norm_max": [ratio, ratio], "grad_norm_median": [1.0, 1.0]}
+def _cell(ce: float, leave: float, ratio: float, left: float = 1.0,
+          orth: float | None = None) -> dict[str, list[float]]:
+    out = {"cross_entropy": [ce, ce], "leave_step": [leave, leave], "left": [left, left],
+           "spike_ratio": [ratio, ratio], "grad_norm_max": [ratio, ratio], "grad_norm_median": [1.0, 1.0]}
+    if orth is not None:  # an orthogonal model's ‖UᵀU − I‖_F over training
+        out.update(orth_error_max=[orth, orth], orth_error_median=[orth / 10, orth / 10])
+    return out
 
 
 def _good() -> dict[tuple[str, str], dict[str, list[float]]]:
@@ -38,7 +42,7 @@ def _good() -> dict[tuple[str, str], dict[str, list[float]]]:
     for t in nc_gru.TASKS:
         cells[("gru", t)] = _cell(0.2, 800.0, 30.0)
         cells[("lstm", t)] = _cell(0.25, 1600.0, 5.0, left=0.0)
-        cells[("nc_gru", t)] = _cell(0.05, 300.0, 4.0)
+        cells[("nc_gru", t)] = _cell(0.05, 300.0, 4.0, orth=5e-4)
     return cells
 
 
@@ -78,7 +82,7 @@ def test_registered_and_grid_shape() -> None:
 
 def test_claims_held() -> None:
     res = _results(_good())
-    for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes"):
+    for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes", "u_c_orthogonal"):
         assert testing.claim("nc-gru", name).evaluate(res).held is True, name
 
 
@@ -86,10 +90,11 @@ def test_spikes_are_an_observation_not_a_claim() -> None:
     """The spike bound is the spec's expectation, not the paper's: judged and reported, never counted."""
     card = get_experiment("nc-gru")
     assert [c.name for c in card.claims] == ["leaves_baseline_no_later", "ends_lower"]
-    assert [o.name for o in card.observations] == ["no_grad_spikes"] and "no_grad_spikes" not in card.causes
+    assert [o.name for o in card.observations] == ["u_c_orthogonal", "no_grad_spikes"]
+    assert "no_grad_spikes" not in card.causes and "u_c_orthogonal" not in card.causes
     cells = _good()
-    cells[("nc_gru", "copy")] = {**_cell(0.05, 300.0, 4.0), "spike_ratio": [4.0, 12.0]}
-    assert [r.held for _, r in card.observe(_results(cells))] == [False]
+    cells[("nc_gru", "copy")] = {**_cell(0.05, 300.0, 4.0, orth=5e-4), "spike_ratio": [4.0, 12.0]}
+    assert [r.held for _, r in card.observe(_results(cells))] == [True, False]
     assert [r.held for _, r in card.evaluate(_results(cells))] == [True, True]
 
 
@@ -113,6 +118,47 @@ def test_lower_and_spikes_not_held() -> None:
     assert out.held is False and out.numbers["nc_gru_worst_ratio"] == 12.0
 
 
+def test_orthogonality_observation() -> None:
+    """Held only when every NC-GRU run stays within ORTH_TOL; runs without the logged metric cannot decide it."""
+    check = testing.claim("nc-gru", "u_c_orthogonal")
+    cells = _good()
+    cells[("nc_gru", "denoise")] = {**_cell(0.05, 300.0, 4.0), "orth_error_max": [5e-4, 2e-3],
+                                    "orth_error_median": [1e-5, 1e-5]}  # one seed drifted past 1e-3
+    out = check.evaluate(_results(cells))
+    assert out.held is False and out.numbers["denoise"]["nc_gru"]["fro_max"] == [5e-4, 2e-3]
+    cells = _good()
+    cells[("nc_gru", "copy")] = _cell(0.05, 300.0, 4.0)  # e.g. a small-scale run from before the metric existed
+    assert check.evaluate(_results(cells)).held is None
+    cells = _good()
+    cells[("nc_gru_r", "copy")] = _cell(0.05, 300.0, 4.0, orth=3e-3)  # the (U_c, U_r) variant counts when run
+    assert check.evaluate(_results(cells)).held is False
+
+
+def test_run_numbers_orthogonality_from_train_rows() -> None:
+    """The worst orthogonal matrix of each row (any ``<path>.orth_error``), then max and median over the rows."""
+    key = "layers.0.cell.orth_{}.orth_error"
+    rows = [{"step": s, "split": "train", "grad_norm": 1.0, key.format("c"): c, key.format("r"): r,
+             key.format("c") + "_maxabs": c / 10} for s, c, r in ((1, 1e-6, 2e-6), (2, 4e-4, 1e-5), (3, 3e-5, 1e-6))]
+    out = nc_gru.run_numbers(rows, baseline=1.0, steps=3, eval_every=3)
+    assert out["orth_error_max"] == 4e-4 and out["orth_error_median"] == 3e-5 and out["orth_maxabs_max"] == 4e-5
+    plain = [{k: v for k, v in r.items() if "orth" not in k} for r in rows]
+    assert not any(k.startswith("orth") for k in nc_gru.run_numbers(plain, baseline=1.0, steps=3, eval_every=3))
+
+
+def test_medium_grid_decides_the_claims() -> None:
+    """GRU and NC-GRU on both tasks (each claim needs both), longer than small, 3 seeds, the small lengths."""
+    card = get_experiment("nc-gru")
+    small, medium = card.entries("small"), card.entries("medium")
+    assert {(e.labels["arch"], e.task) for e in medium} == {(m, t) for m in ("gru", "nc_gru") for t in nc_gru.TASKS}
+    assert {e.task: e.train["steps"] for e in medium} == nc_gru.MEDIUM_STEPS
+    assert all(steps > card.scale("small").train["steps"] for steps in nc_gru.MEDIUM_STEPS.values())
+    lengths = {e.task: e.task_args for e in small}
+    assert all(e.task_args == lengths[e.task] and e.model_args == {"d_model": 64} for e in medium)
+    scale = card.scale("medium")
+    assert len(scale.seeds) >= 3 and scale.expected_seconds is not None and scale.expected_seconds <= 25 * 60
+    assert all(e.train == {} for e in small)  # small's job keys stay those of its recorded runs
+
+
 def test_missing_results_are_undecided() -> None:
     cells = {k: v for k, v in _good().items() if k[1] == "denoise"}  # no copy runs
     for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes"):
@@ -131,6 +177,9 @@ def test_tiny_reproduce(tmp_path) -> None:
     assert all(r.held is not None for r in verdicts.values()), {k: r.detail for k, r in verdicts.items()}
     derived = report.results.find(arch="nc_gru", task="denoise").metrics["derived"]
     assert {"leave_step", "left", "spike_ratio", "grad_norm_max", "ratio@2", "ratio@4"} <= set(derived)
+    assert {"orth_error_max", "orth_error_median", "orth_maxabs_max"} <= set(derived)
+    assert derived["orth_error_max"].mean < nc_gru.ORTH_TOL  # logged after every step of the run
+    assert "orth_error_max" not in report.results.find(arch="gru", task="denoise").metrics["derived"]
     assert (report.out_dir / "curves.png").exists()
 
 
