@@ -57,9 +57,32 @@ def test_spiral_claims_hold_and_fail() -> None:
 
 
 @pytest.mark.parametrize(("ts", "ws", "held"), [(0.99, 0.52, True), (0.7, 0.52, False), (0.99, 0.65, False)])
-def test_recall_claim(ts: float, ws: float, held: bool) -> None:
+def test_recall_observation_first_wording(ts: float, ws: float, held: bool) -> None:
+    """The first wording (weight space stays near chance) is judged as an observation, with its old numbers."""
     out = testing.claim("target-space", "ts_rnn_recall_delay20").evaluate(_results(_recall(ts, ws)))
     assert out.held is held and out.numbers["ts_rnn"] == ts and "recall20" in out.detail
+
+
+@pytest.mark.parametrize(("ts", "ws", "lstm", "held"), [
+    (1.0, 0.62, 0.60, True),  # the small run: weight space above 0.6 no longer decides it
+    (1.0, 1.0, 0.60, False),  # weight space as good: target space not faster
+    (0.7, 0.52, 0.50, False),  # target space not well above chance
+    (0.9, 0.52, 0.95, False),  # below the LSTM
+    (0.9, 0.52, 0.90, True),  # at the LSTM's level
+])
+def test_recall_claim_is_the_papers(ts: float, ws: float, lstm: float, held: bool) -> None:
+    out = testing.claim("target-space", "ts_rnn_recall_faster").evaluate(_results(_recall(ts, ws, lstm)))
+    assert out.held is held and out.numbers["lstm"] == lstm and "recall20" in out.detail
+
+
+def test_first_wording_is_an_observation() -> None:
+    c = get_experiment("target-space")
+    assert [x.name for x in c.claims] == ["ts_spirals_fewer_iterations", "ts_spirals_more_seeds",
+                                          "ts_rnn_recall_faster"]
+    assert [x.name for x in c.observations] == ["ts_rnn_recall_delay20"] and not c.causes
+    cells = _recall(1.0, 0.62)
+    del cells[("lstm", "recall20")]  # the claim compares with the LSTM: undecided without it
+    assert testing.claim("target-space", "ts_rnn_recall_faster").evaluate(_results(cells)).held is None
 
 
 def test_small_grid_is_the_spec_setting() -> None:
