@@ -159,6 +159,21 @@ def test_medium_grid_decides_the_claims() -> None:
     assert all(e.train == {} for e in small)  # small's job keys stay those of its recorded runs
 
 
+def test_medium_without_lstm_decides_and_draws(tmp_path) -> None:
+    """The medium grid has no LSTM: every claim and observation is still decided, and the plot skips the gap."""
+    card = get_experiment("nc-gru")
+    cells = {k: v for k, v in _good().items() if k[0] in nc_gru.MEDIUM_MODELS}
+    res = _results(cells)
+    assert [r.held for _, r in card.evaluate(res)] == [True, True]
+    assert [r.held for _, r in card.observe(res)] == [True, True]
+    for t in nc_gru.TASKS:  # the curves read ratio@<step> from the derived numbers
+        for m in nc_gru.MEDIUM_MODELS:
+            res.find(arch=m, task=t).metrics["derived"].update({"ratio@100": Stat.of([1.0, 1.0]),
+                                                               "ratio@200": Stat.of([0.8, 0.9])})
+    nc_gru._draw(res, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 def test_missing_results_are_undecided() -> None:
     cells = {k: v for k, v in _good().items() if k[1] == "denoise"}  # no copy runs
     for name in ("leaves_baseline_no_later", "ends_lower", "no_grad_spikes"):
