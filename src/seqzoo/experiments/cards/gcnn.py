@@ -295,10 +295,11 @@ CARD = register_experiment(ExperimentCard(
             "The paper's Table 3 (GBW, models of equal perplexity 43.9) has responsiveness only on a GPU (GCNN-9 "
             "29,116 and GCNN-8 Bottleneck 45,878 vs LSTM-2048 2,282 tokens/s: 12.8x, 20x); its CPU column is "
             "throughput, at parity (121 and 179 vs 169 tokens/s: 0.72x, 1.06x). The card's 5x responsiveness on one "
-            "CPU thread is in neither column: the GPU's gap comes from running a sentence's positions in parallel, "
-            "which one thread cannot. Measured on idle cores: 4.61x on 1 thread, 6.14x on 2. Re-worded at the next "
-            "idle re-judge: CPU throughput at parity (GCNN >= 0.7x the fused LSTM, 64 x 100 tokens at once; now "
-            "reported beside the verdict), responsiveness kept as an observation. See 'Issue 20 (speed)'."),
+            "CPU thread is in neither column: the abstract's 'order of magnitude' is 'since computation can be "
+            "parallelized over time', which one thread cannot. Measured on idle cores: 4.61x on 1 thread, 6.14x "
+            "on 2. Re-worded at the next idle re-judge: CPU throughput at parity (GCNN >= 0.7x the fused LSTM, 64 x "
+            "100 tokens at once; now reported beside the verdict), responsiveness kept as an observation. See "
+            "'Issue 20 (speed)'."),
     },
     claims=[
         Claim("activation_order", "GLU <= ReLU < GTU < tanh in validation perplexity at equal steps.", _check_order),
