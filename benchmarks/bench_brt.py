@@ -41,28 +41,10 @@ def build(name: str, d: int, depth: int, heads: int, window: int, states: int, v
                                                    "n_states": states, "recurrent_layers": rec}, **kw)
 
 
-def count_ops(step) -> int:
-    """aten operators of one call of ``step`` (forward and backward), nested ones not counted."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
-
-
-def count_flops(step) -> int:
-    """Floating-point operations of one call of ``step`` (matrix products and attention, as ``FlopCounterMode``
-    counts them)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops()
-
-
 def main() -> None:
     import torch
+
+    from seqzoo.experiments.op_count import count_flops, count_ops
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--d-model", type=int, default=128)
