@@ -1,5 +1,7 @@
 """Training throughput of the Block-Recurrent Transformer: ``brt`` (Rec:fixed:skip) and ``slide_xl`` (its sliding-window
-baseline) against the existing ``transformer`` preset (full causal attention, rotary) at equal width and depth.
+baseline) against the existing ``transformer`` preset (full causal attention, rotary) at equal width and depth, and
+``slide_xl+1``, the sliding-window model with one more layer (the paper's cost-matched baseline, Slide:13 for a
+12-layer recurrent model: its Table 1 has Rec:fixed:skip at 0.99 of Slide:13's step time).
 
 One process, the three models built side by side; every round times one forward+backward (token-level cross-entropy,
 the same input) of each model in turn, so load on the machine hits all three alike; the ratios are per round and the
@@ -11,8 +13,9 @@ table gives their median and range over the rounds, with tokens/s (median) of ea
         --recurrent-layer 1 --ops                                   # the brt card's shapes, plus aten ops per step
 
 ``--ops`` also counts the aten operators one forward+backward runs (``torch.profiler``, operators called from
-another aten operator not counted): at small widths each costs mostly its fixed overhead, so the count explains
-step-time ratios that FLOPs do not.
+another aten operator not counted) and its FLOPs (``torch.utils.flop_counter``): at small widths each operator
+costs mostly its fixed overhead, so the count explains step-time ratios that FLOPs do not. Both are counts, so they
+mean the same on a loaded machine; the times do not.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def build(name: str, d: int, depth: int, heads: int, window: int, states: int, v
           recurrent_layer: int | None = None):
     import seqzoo
 
+    if name == "slide_xl+1":
+        return build("slide_xl", d, depth + 1, heads, window, states, vocab)
     kw = {"d_model": d, "vocab_size": vocab, "d_input": None, "d_output": vocab}
     if name == "transformer":
         return seqzoo.create_model(name, n_layers=depth, layer_kwargs={"n_heads": heads}, **kw)
@@ -36,18 +41,10 @@ def build(name: str, d: int, depth: int, heads: int, window: int, states: int, v
                                                    "n_states": states, "recurrent_layers": rec}, **kw)
 
 
-def count_ops(step) -> int:
-    """aten operators of one call of ``step`` (forward and backward), nested ones not counted."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
-
-
 def main() -> None:
     import torch
+
+    from seqzoo.experiments.op_count import count_flops, count_ops
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--d-model", type=int, default=128)
@@ -67,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vocab = 64
-    names = ("transformer", "slide_xl", "brt")
+    names = ("transformer", "slide_xl", "slide_xl+1", "brt")
     models = {n: build(n, args.d_model, args.depth, args.heads, args.window, args.states, vocab,
                        args.recurrent_layer).train() for n in names}
     x = torch.randint(0, vocab, (args.batch, args.length))
@@ -92,21 +89,25 @@ def main() -> None:
     for n in names:
         ratios = [t / a for t, a in zip(times[n], times["transformer"])]
         vs_slide = [t / s for t, s in zip(times[n], times["slide_xl"])]
+        vs_deeper = [t / s for t, s in zip(times[n], times["slide_xl+1"])]
         rows[n] = {"params": sum(p.numel() for p in models[n].parameters()),
                    "tokens_per_s": tokens / statistics.median(times[n]),
                    "time_vs_transformer": statistics.median(ratios), "range_vs_transformer": [min(ratios), max(ratios)],
-                   "time_vs_slide": statistics.median(vs_slide), "range_vs_slide": [min(vs_slide), max(vs_slide)]}
+                   "time_vs_slide": statistics.median(vs_slide), "range_vs_slide": [min(vs_slide), max(vs_slide)],
+                   "time_vs_deeper_slide": statistics.median(vs_deeper),
+                   "range_vs_deeper_slide": [min(vs_deeper), max(vs_deeper)]}
         if args.ops:
             rows[n]["aten_ops"] = count_ops(functools.partial(once, models[n]))
+            rows[n]["gflop"] = count_flops(functools.partial(once, models[n])) / 1e9
     print(f"fwd+bwd, d={args.d_model}, {args.depth} layers, {args.heads} heads, L={args.length}, batch {args.batch}, "
           f"W={args.window}, S={args.states}, {args.threads} thread(s), {args.rounds} rounds (median [min, max])")
-    print(f"{'model':<12} {'params':>8} {'tokens/s':>9}  {'time / transformer':>24}  {'time / slide_xl':>22}")
+    print(f"{'model':<12} {'params':>8} {'tokens/s':>9}  {'time / transformer':>20}  {'time / slide_xl':>20}  "
+          f"{'time / slide_xl+1':>20}")
     for n, r in rows.items():
-        lo, hi = r["range_vs_transformer"]
-        slo, shi = r["range_vs_slide"]
-        ops = f"  {r['aten_ops']:>6} aten ops" if "aten_ops" in r else ""
-        print(f"{n:<12} {r['params']:>8} {r['tokens_per_s']:>9.0f}  {r['time_vs_transformer']:>6.2f} "
-              f"[{lo:.2f}, {hi:.2f}]         {r['time_vs_slide']:>6.2f} [{slo:.2f}, {shi:.2f}]{ops}")
+        cols = "  ".join(f"{r[k]:>6.2f} [{r[f'range_{k[5:]}'][0]:.2f}, {r[f'range_{k[5:]}'][1]:.2f}]"
+                         for k in ("time_vs_transformer", "time_vs_slide", "time_vs_deeper_slide"))
+        ops = f"  {r['aten_ops']:>6} aten ops  {r['gflop']:.3f} GFLOP" if "aten_ops" in r else ""
+        print(f"{n:<12} {r['params']:>8} {r['tokens_per_s']:>9.0f}  {cols}{ops}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=1)

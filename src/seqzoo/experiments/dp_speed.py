@@ -9,7 +9,8 @@ Three optimizer steps on one fixed lot of ``lot`` training examples (SGD, the mo
 
 Rounds are interleaved (plain, seqzoo, opacus, then again) after warm-up; the median over rounds is reported and
 every round is kept, so the spread under load is visible. ``python -m seqzoo.experiments.dp_speed`` prints the
-digits MLP of the ``dp-norm`` card (no norm and LayerNorm, 1 thread). The seqzoo step of these models uses ghost
+digits MLP of the ``dp-norm`` card (no norm and LayerNorm, 1 thread); with ``--ops``, the aten operators of each step
+instead (``dp_step_ops``: a count, meaningful on a busy machine). The seqzoo step of these models uses ghost
 clipping (``training/ghost_clip.py``); Opacus 1.6's default ``GradSampleModule`` materializes per-example gradients.
 """
 
@@ -19,15 +20,16 @@ import copy
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 
-def dp_step_times(model: nn.Module, task: Any, *, lot: int = 64, sigma: float = 1.0, clip: float = 1.0,
-                  rounds: int = 7, steps_per_round: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Seconds per step of the three variants (median over ``rounds``) and the ratios to the plain step."""
+def _steps(model: nn.Module, task: Any, *, lot: int, sigma: float, clip: float, seed: int
+           ) -> dict[str, Callable[[], None]]:
+    """The three steps (plain, seqzoo, opacus) on copies of ``model`` and one fixed lot, models in train mode."""
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
@@ -69,9 +71,15 @@ def dp_step_times(model: nn.Module, task: Any, *, lot: int = 64, sigma: float = 
             task.loss(out, batch).backward()
         opacus_opt.step()
 
-    fns = {"plain": plain, "seqzoo": ours, "opacus": opacus}
     for m in (*models.values(), gsm):
         m.train()
+    return {"plain": plain, "seqzoo": ours, "opacus": opacus}
+
+
+def dp_step_times(model: nn.Module, task: Any, *, lot: int = 64, sigma: float = 1.0, clip: float = 1.0,
+                  rounds: int = 7, steps_per_round: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Seconds per step of the three variants (median over ``rounds``) and the ratios to the plain step."""
+    fns = _steps(model, task, lot=lot, sigma=sigma, clip=clip, seed=seed)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(warmup + rounds):
         for name, fn in fns.items():
@@ -100,11 +108,29 @@ def card_model_and_task(norm: str | None = None) -> tuple[nn.Module, Any]:
     return model, task
 
 
+def dp_step_ops(model: nn.Module, task: Any, *, lot: int = 64, sigma: float = 1.0, clip: float = 1.0,
+                seed: int = 0) -> dict[str, int]:
+    """Top-level aten operators of one step of each variant, after two warm-up steps (``op_count.count_ops``):
+    a count, so it means the same on a loaded machine."""
+    from seqzoo.experiments.op_count import count_ops
+
+    fns = _steps(model, task, lot=lot, sigma=sigma, clip=clip, seed=seed)
+    for fn in fns.values():
+        fn(), fn()
+    return {name: count_ops(fn) for name, fn in fns.items()}
+
+
 def main() -> None:  # pragma: no cover - a command-line entry
-    """Print the three step times of the card's MLP (no norm and LayerNorm) on 1 thread, lot 64."""
+    """Print the three step times of the card's MLP (no norm and LayerNorm) on 1 thread, lot 64; ``--ops``: the
+    operator count of each step instead (no timing)."""
+    import sys
+
     torch.set_num_threads(1)
     for norm in (None, "layer"):
         model, task = card_model_and_task(norm)
+        if "--ops" in sys.argv[1:]:
+            print(f"norm={norm}: aten operators per step {dp_step_ops(model, task)}")
+            continue
         out = dp_step_times(model, task, rounds=7, steps_per_round=20)
         ms = {k: round(1000 * v, 3) for k, v in out["seconds"].items()}
         print(f"norm={norm}: median ms/step {ms}; seqzoo/plain {out['ratio_seqzoo_plain']:.2f} (rounds "

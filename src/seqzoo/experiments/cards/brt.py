@@ -21,10 +21,18 @@ Tasks:
   states) carried from segment to segment (truncated BPTT; evaluation on carried streams).
 
 Claims (issue 16): on title letters beyond the window, BRT is >= 1 bit/char below Slide; on filler characters the
-two are within 5% of each other; BRT's training step costs <= 1.3x Slide's (the spec: about one extra layer), as
-the ratio of fwd+bwd times of the two models measured back to back in one process (``derive``: ``time_vs_slide``,
-median of 5 interleaved rounds on the entry's batch shape, written once into each run folder); the LSTM gate is not
-better than the fixed gate (char-LM test bpc; the paper's ablation, where the LSTM gate lags).
+two are within 5% of each other; the LSTM gate is not better than the fixed gate (char-LM test bpc; the paper's
+ablation, where the LSTM gate lags); a BRT training step costs no more than a Slide step with one more layer
+(``step_time_as_extra_layer``, issue 20). The paper's cost statement is that comparison: "the same cost in both
+computation time and parameter count as a conventional transformer layer" (abstract), shown in Table 1 against
+Slide:13, the 13-layer sliding-window model cost-matched to the 12-layer Rec:fixed:skip (relative step time 1.00
+vs 0.99, TPU v4, d=1024, W=S=512, meliad's jit-compiled block loop). Held if BRT's fwd+bwd time is at most
+``EXTRA_LAYER_LIMIT`` x that of Slide with depth + 1 (10% for the timing spread of a CPU). The issue's first
+wording, BRT <= 1.3x a Slide step of the same depth, is kept as the observation ``step_time``. Both ratios are
+measured back to back in one process on the entry's batch shape (``derive``: ``time_vs_slide`` and
+``time_vs_deeper_slide``, median of 5 interleaved rounds, written once into each run folder; a run folder written
+before the deeper Slide was timed has no ``time_vs_deeper_slide``, so the claim is undecided until its
+``step_time.json`` is deleted and the card re-judged on idle cores).
 
 The fixed gate is the paper's and meliad's (``transformer/nn_components.py`` at cc1aef5, the ``bias`` gate):
 ``c' = c g + z (1 - g)`` on the state projection ``z``, ``g = sigmoid(b_g)`` with ``b_g ~ N(0, 0.1)``, so a fresh gate
@@ -51,7 +59,8 @@ ARCHS = ("slide", "brt", "brt_lstm")
 PRESETS = {"slide": "slide_xl", "brt": "brt", "brt_lstm": "brt_lstm_gate"}
 RECALL_MARGIN = 1.0  # bits/char BRT must gain over Slide on beyond-window title letters
 FILLER_TOLERANCE = 0.05  # relative difference of filler bpc
-STEP_TIME_LIMIT = 1.3  # BRT step time / Slide step time
+STEP_TIME_LIMIT = 1.3  # observation (the issue's first wording): BRT step time / Slide step time, same depth
+EXTRA_LAYER_LIMIT = 1.10  # claim: BRT step time / step time of Slide with one more layer (paper: 0.99 / 1.00)
 TIMING_FILE = "step_time.json"
 
 
@@ -76,17 +85,21 @@ def entries(recall_args: dict[str, Any], recall_train: dict[str, Any], lm_args: 
 
 # ----- step time (derive) ----------------------------------------------------------------------------------------
 
-def time_vs_slide(entry: Entry, batch_size: int, seq_len: int, rounds: int = 5) -> float:
-    """Median over ``rounds`` of (fwd+bwd time of ``entry``'s model) / (the same for its Slide twin), interleaved in
-    this process on one random token batch of the entry's shape."""
+def step_time_ratios(entry: Entry, batch_size: int, seq_len: int, rounds: int = 5) -> dict[str, float]:
+    """Medians over ``rounds`` of (fwd+bwd time of ``entry``'s model) / (the same for its Slide twin of equal depth:
+    ``time_vs_slide``; and for Slide with one more layer, the paper's cost-matched baseline:
+    ``time_vs_deeper_slide``), the three models interleaved in this process on one random token batch of the
+    entry's shape."""
     import torch
 
     from seqzoo.models import create_model
 
     vocab = 64
     kw = {"vocab_size": vocab, "d_input": None, "d_output": vocab}
+    sizes = _sizes(entry)
     own = create_model(entry.model, **entry.model_args, **kw)
-    slide = create_model("slide_xl", **model_args("slide", **_sizes(entry)), **kw)
+    slide = create_model("slide_xl", **model_args("slide", **sizes), **kw)
+    deeper = create_model("slide_xl", **model_args("slide", **{**sizes, "depth": sizes["depth"] + 1}), **kw)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab, (batch_size, seq_len), generator=gen)
 
@@ -97,8 +110,13 @@ def time_vs_slide(entry: Entry, batch_size: int, seq_len: int, rounds: int = 5) 
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
-    once(own), once(slide)
-    return statistics.median(once(own) / once(slide) for _ in range(rounds))
+    once(own), once(slide), once(deeper)
+    same, more = [], []
+    for _ in range(rounds):
+        t_own, t_slide, t_deeper = once(own), once(slide), once(deeper)
+        same.append(t_own / t_slide)
+        more.append(t_own / t_deeper)
+    return {"time_vs_slide": statistics.median(same), "time_vs_deeper_slide": statistics.median(more)}
 
 
 def _sizes(entry: Entry) -> dict[str, Any]:
@@ -108,7 +126,8 @@ def _sizes(entry: Entry) -> dict[str, Any]:
 
 
 def derive(entry: Entry, run_dir: Path) -> dict[str, float]:
-    """``time_vs_slide`` of the recurrent entries on title-recall, measured once and kept in the run folder."""
+    """``step_time_ratios`` of the recurrent entries on title-recall, measured once and kept in the run folder (a
+    folder timed before ``time_vs_deeper_slide`` existed keeps only ``time_vs_slide``: delete its file to re-time)."""
     if entry.labels.get("task") != "recall" or entry.labels.get("arch") == "slide":
         return {}
     path = run_dir / TIMING_FILE
@@ -116,8 +135,7 @@ def derive(entry: Entry, run_dir: Path) -> dict[str, float]:
         return json.loads(path.read_text())
     config = json.loads((run_dir / "config.json").read_text())
     train = config.get("train", config)
-    numbers = {"time_vs_slide": time_vs_slide(entry, int(train.get("batch_size", 8)),
-                                              int(entry.task_args.get("seq_len", 512)))}
+    numbers = step_time_ratios(entry, int(train.get("batch_size", 8)), int(entry.task_args.get("seq_len", 512)))
     path.write_text(json.dumps(numbers))
     return numbers
 
@@ -145,6 +163,7 @@ def _filler(results: Results) -> ClaimResult:
 
 
 def _step_time(results: Results) -> ClaimResult:
+    """The observation (the issue's first wording): BRT vs Slide of the same depth."""
     st = results.stat("time_vs_slide", "derived", arch="brt", task="recall")
     lstm = results.get("time_vs_slide", "derived", arch="brt_lstm", task="recall")
     nums = {"brt_time_vs_slide": round(st.mean, 3), "per_seed": [round(v, 3) for v in st.values],
@@ -152,6 +171,18 @@ def _step_time(results: Results) -> ClaimResult:
     return ClaimResult(st.mean <= STEP_TIME_LIMIT, nums,
                        f"brt fwd+bwd time / slide's = {st} (limit {STEP_TIME_LIMIT}; one process, median of 5 "
                        "interleaved rounds per run)")
+
+
+def _step_time_as_extra_layer(results: Results) -> ClaimResult:
+    """The claim: BRT vs Slide with one more layer (the paper's Slide:13 vs the 12-layer Rec:fixed:skip)."""
+    st = results.stat("time_vs_deeper_slide", "derived", arch="brt", task="recall")
+    lstm = results.get("time_vs_deeper_slide", "derived", arch="brt_lstm", task="recall")
+    nums = {"brt_time_vs_deeper_slide": round(st.mean, 3), "per_seed": [round(v, 3) for v in st.values],
+            **({"brt_lstm_time_vs_deeper_slide": round(lstm.mean, 3)} if lstm is not None else {}),
+            "paper_rec_fixed_skip_vs_slide13": 0.99}
+    return ClaimResult(st.mean <= EXTRA_LAYER_LIMIT, nums,
+                       f"brt fwd+bwd time / that of slide with one more layer = {st} (limit {EXTRA_LAYER_LIMIT}; the "
+                       "paper: 0.99 / 1.00; one process, median of 5 interleaved rounds per run)")
 
 
 def _lstm_gate(results: Results) -> ClaimResult:
@@ -239,12 +270,6 @@ CARD = register_experiment(ExperimentCard(
             "and is fixed. In a 3,000-step pilot outside the card (4-letter titles, W=8) recall appeared only after "
             "1,500-2,000 steps and only with remember_bias=2 (test 3.33 bits/char); with the paper's init it stayed "
             "at 4.70 for 3,000 steps. The paper trains 500k steps."),
-        "step_time": Cause("open",
-            "1.51 on idle cores after the gate fix (per seed 1.47-1.55; BRT-LSTM 1.63) vs 1.27-1.37 in the benchmark "
-            "at larger widths. Profiled at the card's sizes: no Python hot spot; a BRT step ran 3,137 aten operators "
-            "vs Slide's 767 (bench_brt.py --ops), about 200 more per block of the 12-block state loop on tiny "
-            "tensors. The gate fix and a leaner loop (bitwise the same numbers) cut it to 2,759, which does not "
-            "show in time: 1.48 [0.98, 1.62] before, 1.43 [1.15, 1.89] after (15 interleaved rounds, idle)."),
     },
     claims=[
         Claim("recall_beyond_window", f"On title letters whose previous occurrence is outside the window, BRT "
@@ -252,10 +277,17 @@ CARD = register_experiment(ExperimentCard(
               _recall),
         Claim("filler_similar", f"On filler characters BRT and Slide are within {FILLER_TOLERANCE:.0%} of each "
               "other (bits/char).", _filler),
-        Claim("step_time", f"A BRT training step (fwd+bwd) costs at most {STEP_TIME_LIMIT}x a Slide step (about "
-              "one extra layer).", _step_time),
+        Claim("step_time_as_extra_layer", f"A BRT training step (fwd+bwd) costs at most {EXTRA_LAYER_LIMIT}x a "
+              "step of Slide with one more layer: the recurrent layer costs about one conventional layer (the "
+              "paper's Table 1: Rec:fixed:skip 0.99 vs Slide:13 1.00 relative step time, TPU v4, d=1024, 12 "
+              "layers, W=S=512).", _step_time_as_extra_layer),
         Claim("lstm_gate_not_better", "The LSTM gate is not better than the fixed gate (char-LM test bits/char; "
               "the paper's ablation).", _lstm_gate),
+    ],
+    observations=[
+        Claim("step_time", f"A BRT training step (fwd+bwd) costs at most {STEP_TIME_LIMIT}x a Slide step of the same "
+              "depth (the issue's first wording of 'about one extra layer'; the paper compares with Slide:13, one "
+              "layer more, not with a fixed ratio).", _step_time),
     ],
     plots=[Plot("bits", _draw, "Test bits/char: left, repeated title letters beyond the window (dashed: log2 26); "
                                "middle, filler characters; right, tiny-shakespeare characters. Dots: seeds.")],
