@@ -72,6 +72,7 @@ from seqzoo.training.evaluation import (
 )
 from seqzoo.training.hooks import TrainHook, module_hooks, module_metrics
 from seqzoo.training.index import RunIndex
+from seqzoo.training.population import refit_populations
 from seqzoo.training.progress import Progress
 from seqzoo.training.quantization import quantization_hooks
 from seqzoo.training.run_config import RunConfig, as_train_config, check_run_name, resolve_run
@@ -590,6 +591,8 @@ class Trainer:
         """Evaluate at ``self.done`` on ``eval_split``, keep the best (finite) weights; True when early stopping
         triggers."""
         cfg, st, model, spec = self.config, self.state, self.model, self.task.spec
+        refit_populations(model, self.task, batch_size=cfg.batch_size, seed=cfg.seed, device=self.ctx.device,
+                          bf16=cfg.bf16)  # the paper's population statistics, where a norm asks for them
         m, mode = evaluate_split(model, self.task, cfg.eval_split, batch_size=cfg.eval_batch_size,
                                  device=self.ctx.device, bf16=cfg.bf16, ctx=self.ctx)
         row = {"step": self.done, "split": cfg.eval_split, **m, "eval": mode, "time": round(self.elapsed(), 3)}
