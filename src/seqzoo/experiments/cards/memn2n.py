@@ -215,10 +215,11 @@ CARD = register_experiment(ExperimentCard(
     title="End-to-end memory networks on bAbI 1k (joint training on the 20 tasks)",
     paper="Sukhbaatar, Szlam, Weston & Fergus, End-To-End Memory Networks (NeurIPS 2015, arXiv 1503.08895)",
     description="MemN2N PE LS RN (3 hops, adjacent tying), the same with 1 hop, and with bag-of-words sentences, "
-                "and PE and BoW with neither LS nor RN (the paper's PE and BoW columns), trained jointly on the 20 bAbI 1k tasks (10% of each task's training questions held out for "
-                "validation). Metric: test error (%), per task and the mean over the 20 tasks; each model's result "
-                "is its seed with the lowest validation error (best-of, as the paper), the mean over seeds beside "
-                "it. Paper: PE LS RN 13.9% (per task) / 12.4% (joint), 1 hop 25.8%, PE 20.3%, BoW 25.1%.",
+                "and PE and BoW with neither LS nor RN (the paper's PE and BoW columns), trained jointly on the 20 "
+                "bAbI 1k tasks (10% of each task's training questions held out for validation). Metric: test "
+                "error (%), per task and the mean over the 20 tasks; each model's result is its seed with the "
+                "lowest validation error (best-of, as the paper), the mean over seeds beside it. Paper: PE LS RN "
+                "13.9% (per task) / 12.4% (joint), 1 hop 25.8%, PE 20.3%, BoW 25.1%.",
     grid=_paper_grid,
     metric="error",
     split="test",
