@@ -226,9 +226,9 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(seeds=(0,), grid=_tiny_grid, expected_seconds=30,
                       note="plumbing only: tasks 1-3 jointly, d = 8, 6 steps."),
-        # measured 2026-12-07 under heavy load (load average ~19 on 2 cores): 24 min wall, 6.4 CPU-minutes in all,
-        # so about 4 min on 2 idle cores
-        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=185,
+        # measured 2026-12-07 16:30 through the job queue (15 runs, other helpers' processes on the same 2 cores):
+        # 327 s wall, 515 s user CPU; the 9-run grid before it took 185 s on idle cores
+        "small": Scale(seeds=(0, 1, 2), grid=_small_grid, workers=2, expected_seconds=330,
                        note=f"joint training on all 20 tasks (18k training questions), d = 20, {SMALL_STEPS} Adam "
                             "steps (lr 1e-2 halved every 2000 steps, batch 32, clip 40; about 11 epochs), "
                             "validation every 250 steps, the "
@@ -241,12 +241,8 @@ CARD = register_experiment(ExperimentCard(
     causes={
         "mean_error_le_20pct": Cause("budget",
             "The best seed's validation error was still falling about 3 points per 1,000 steps at the end (52.5 "
-            'at 1k to 24.1 at 6k steps, about 11 epochs); the small scale uses about a quarter of its 15-minute '
-            'budget on idle cores.'),
-        "pe_beats_bow": Cause("open",
-            '26.6 vs 25.9 (best of 3 seeds), inside the seed spread (PE mean 29.7 ± 4.4): PE is clearly ahead on '
-            'task 4 (21.5 vs 33.0), BoW on tasks 2 and 3 where the PE seeds vary most. Both use LS and RN here; '
-            "the paper's BoW column had neither."),
+            'at 1k to 24.1 at 6k steps, about 11 epochs); the small scale uses about a third of its 15-minute '
+            'budget.'),
     },
     claims=[
         Claim("task1_error_le_1pct", f"Task 1 (single supporting fact): test error <= {TASK1_MAX:g}% (paper 0.1% "
