@@ -41,17 +41,29 @@ def test_claims_on_fabricated_results() -> None:
     good = _run([10.0, 20.0, 30.0], {1: [0.5, 3.0, 3.0], 2: [10.0, 60.0, 60.0], 3: [30.0, 60.0, 60.0]})
     one_hop = _run([10.0, 20.0, 30.0], {2: [50.0] * 3, 3: [55.0] * 3})
     bow = _run([10.0, 20.0, 30.0], {}, default=25.0)
-    res = _results(pe=good, pe_1hop=one_hop, bow=bow)
+    res = _results(pe=good, pe_1hop=one_hop, bow=bow, pe_plain=good, bow_plain=bow)
     testing.assert_verdicts("memn2n", res, {"task1_error_le_1pct": True, "mean_error_le_20pct": True,
                                             "three_hops_beat_one_on_tasks_2_3": True, "pe_beats_bow": True})
     out = testing.claim("memn2n", "task1_error_le_1pct").evaluate(res)
     assert out.numbers["pe_best"] == 0.5 and out.numbers["pe_mean"] == pytest.approx(6.5 / 3, abs=0.01)
     # the best-of run fails task 1 and task 3 (1 hop better there), BoW better than PE
     bad = _run([10.0, 20.0, 30.0], {1: [2.0, 0.0, 0.0], 3: [60.0, 0.0, 0.0]}, default=30.0)
-    res = _results(pe=bad, pe_1hop=one_hop, bow=bow)
+    res = _results(pe=bad, pe_1hop=one_hop, bow=bow, pe_plain=bad, bow_plain=bow)
     testing.assert_verdicts("memn2n", res, {"task1_error_le_1pct": False, "mean_error_le_20pct": False,
                                             "three_hops_beat_one_on_tasks_2_3": False, "pe_beats_bow": False})
     assert testing.claim("memn2n", "pe_beats_bow").evaluate(_results(pe=good)).held is None  # no BoW runs
+
+
+def test_pe_beats_bow_compares_the_papers_columns_without_ls_and_rn() -> None:
+    """The claim reads the runs without LS/RN (the paper's PE and BoW columns); the LS RN pair is an observation."""
+    good = _run([10.0, 20.0, 30.0], {}, default=20.0)
+    bad = _run([10.0, 20.0, 30.0], {}, default=30.0)
+    res = _results(pe=bad, bow=good, pe_plain=good, bow_plain=bad)
+    card = get_experiment("memn2n")
+    assert testing.claim("memn2n", "pe_beats_bow").evaluate(res).held is True
+    observed = {c.name: r.held for c, r in card.observe(res)}
+    assert observed["pe_beats_bow_ls_rn"] is False
+    assert testing.claim("memn2n", "pe_beats_bow").evaluate(_results(pe=good, bow=bad)).held is None
 
 
 def test_per_task_table_sits_beside_the_paper_columns() -> None:
@@ -68,7 +80,10 @@ def test_grid() -> None:
     card = get_experiment("memn2n")
     small = card.entries("small")
     assert [(e.model, e.model_args["hops"], e.labels["arch"]) for e in small] == [
-        ("memn2n", 3, "pe"), ("memn2n", 1, "pe_1hop"), ("memn2n_bow", 3, "bow")]
+        ("memn2n", 3, "pe"), ("memn2n", 1, "pe_1hop"), ("memn2n_bow", 3, "bow"), ("memn2n", 3, "pe_plain"),
+        ("memn2n_bow", 3, "bow_plain")]
+    plain = [e.model_args for e in small if e.labels["arch"].endswith("_plain")]
+    assert all(a["linear_start"] is False and a["random_noise"] == 0.0 for a in plain)
     assert all(e.task_args == {"tasks": "all"} and e.train["steps"] == memn2n.SMALL_STEPS for e in small)
     assert len(card.scale("small").seeds) >= 3
     assert all(e.model_args["d_model"] == 50 and e.train["optimizer"] == "sgd" for e in card.entries("paper"))
