@@ -230,11 +230,10 @@ CARD = register_experiment(ExperimentCard(
     },
     causes={
         "cdil_best_on_real_series": Cause("open",
-            "At 1,200 steps instead of 400 (seeds 0, 1) both gain 15-16 points and the gap shrinks from 1.9 to 0.8: "
-            "CDIL 0.763 / 0.797 vs DIL 0.800 / 0.777, one seed each; CDIL leads on validation on both seeds and "
-            "is still rising. Smaller than one seed's spread, so budget is not shown; the recordings' ends, where "
-            "circular and zero padding differ, are quiet. Needs more seeds at a longer budget (medium). See 'Cause "
-            "of the NOT HELD claim'."),
+            "At 1,200 steps instead of 400 both gain 15-17 points and tie: CDIL 0.790 ± 0.024 vs DIL 0.791 ± 0.013 "
+            "(3 seeds), so a longer budget is not shown to move it toward held. CDIL's validation curve is still "
+            "rising on every seed, DIL's peaked earlier; the recordings' ends, where circular and zero padding "
+            "differ, are quiet. Needs more steps and seeds (medium). See 'Cause of the NOT HELD claim'."),
     },
     claims=[
         Claim("cdil_solves_xor", f"CDIL reaches >= {XOR_TARGET:.0%} test accuracy on XOR L=64 within the budget "
