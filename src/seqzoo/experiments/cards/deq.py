@@ -341,8 +341,11 @@ CARD = register_experiment(ExperimentCard(
     },
     causes={
         "digits-accuracy": Cause("open",
-            '0.939 (seeds 0.96 / 0.92 / 0.937) after 400 steps at an undecayed learning rate, with gradient-norm '
-            'spikes to 41-69; an lr schedule or more steps were not tried.'),
+            "Budget and lr schedule ruled out: cosine decay to 0 (the official code's default) gives 0.949 at 400 "
+            "steps and 0.942 at 800 (3 seeds; constant lr 0.939); validation accuracy stops rising after about 300 "
+            "steps while the training loss falls to 0.005-0.009. Solves converge (forward 98.8-100%, backward "
+            "99.7-100% of samples), yet pre-clip gradient spikes (to 59-11,700) stay with the lr near 0. The 95% "
+            "bar is the spec's rough expectation, not the paper's. See 'Cause of the NOT HELD claim'."),
     },
     claims=[
         Claim("implicit-gradient", "The implicit (IFT) gradient of the trained DEQs matches central finite "
