@@ -124,3 +124,31 @@ def test_tiny_reproduce(tmp_path) -> None:
 
     page = render_report(tmp_path, tmp_path / "results.md").read_text()
     assert "| s5 | tiny | lstm_stays_on_adding_plateau (observation) | tiny: not a result (" in page
+
+
+def test_medium_scale_budget() -> None:
+    """Medium: 3 seeds of small's models and recipe; ListOps (all three models) twice as long, adding as small for
+    the two models its claim and observation read; an expected time within 30 min on 2 cores."""
+    card = get_experiment("s5")
+    sc = card.scale("medium")
+    assert len(sc.seeds) >= 3 and sc.workers == 2 and sc.expected_seconds <= 1800
+    small = {(e.labels["task"], e.labels["arch"]): e for e in card.entries("small")}
+    medium = {(e.labels["task"], e.labels["arch"]): e for e in card.entries("medium")}
+    assert set(medium) == set(small) - {("adding", "transformer")}
+    for key, e in medium.items():
+        assert (e.model, e.model_args, e.task_args) == (small[key].model, small[key].model_args, small[key].task_args)
+        if key[0] == "adding":
+            assert e.train == small[key].train
+        else:
+            assert e.train["steps"] == s5.MEDIUM_LISTOPS_STEPS == 2 * s5.SMALL_LISTOPS_STEPS
+            assert e.train["steps"] % e.train["eval_every"] == 0
+            rest = {k: v for k, v in e.train.items() if k not in ("steps", "warmup_steps", "eval_every")}
+            assert rest == {k: v for k, v in small[key].train.items()
+                            if k not in ("steps", "warmup_steps", "eval_every")}
+    # every claim and the observation read cells the medium grid has; the adding numbers omit the transformer
+    seeds = [0.3, 0.31, 0.29]
+    fake = _results({"s5": [0.01] * 3, "lstm": [0.17] * 3}, {"s5": seeds, "lstm": seeds, "transformer": seeds})
+    assert all(r.held is not None for _, r in card.evaluate(fake))
+    assert all(r.held is not None for _, r in card.observe(fake))
+    out = testing.claim("s5", "s5_leaves_adding_plateau").evaluate(fake)
+    assert "transformer" not in out.numbers and out.numbers["s5_seeds"] == [0.01] * 3
