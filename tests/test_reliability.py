@@ -4,6 +4,7 @@ for the user's mistake, never a file touched outside the run folder."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -269,7 +270,10 @@ def test_empty_batch_like_torch():
 
 
 # ----- property test: random bad configs and corrupted run folders -------------------------------------------------
-_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
+# Finite floats stay small: an integral float such as 2.6e16 is a valid `steps` (or `n_valid`, `batch_size`), and
+# the run it asks for does not end (seen on 2026-12-07: a 2.6e16-step run hung the suite). Non-finite ones stay.
+_FLOATS = st.one_of(st.floats(-100, 100), st.sampled_from([math.nan, math.inf, -math.inf]))
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), _FLOATS,
                     st.text(max_size=6), st.lists(st.integers(-2, 2), max_size=3))
 _MODEL_KEYS = st.sampled_from(["d_model", "n_layers", "dropout", "decoder", "norm", "bogus", "d_output"])
 _TASK_KEYS = st.sampled_from(["seq_len", "n_valid", "n_test", "bogus"])
