@@ -117,7 +117,8 @@ def test_tiny_reproduce(tmp_path) -> None:
     assert all(r.held is not None for _, r in report.claims)  # every cell trained: every claim is decided
     assert (report.out_dir / "bars.png").is_file()
     # the observation is judged too, written to its own table of the summary, and listed apart by `seqzoo report`
-    assert [(o.name, r.held is not None) for o, r in report.observations] == [("lstm_stays_on_adding_plateau", True)]
+    assert [(o.name, r.held is not None) for o, r in report.observations] == [
+        ("s5_beats_lstm_on_listops", True), ("lstm_stays_on_adding_plateau", True)]
     summary = (report.out_dir / "summary.md").read_text()
     assert "| **lstm_stays_on_adding_plateau**:" in summary.split("## Observations")[1]
     from seqzoo.experiments.report import render_report
