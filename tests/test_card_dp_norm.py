@@ -68,5 +68,7 @@ def test_accountant_claim_checks_the_table_and_the_runs() -> None:
 def test_tiny_reproduce(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     report = testing.run_tiny("dp-norm", tmp_path / "runs")
-    speed = next(r for c, r in report.claims if c.name == "dp_step_speed")
+    speed = next(r for c, r in report.observations if c.name == "dp_step_speed")  # not a claim of the paper
     assert speed.numbers["ms_seqzoo"] > 0 and speed.numbers["ms_opacus"] > 0
+    assert "dp_step_speed" not in [c.name for c, _ in report.claims] and "dp_step_speed" not in get_experiment(
+        "dp-norm").causes

@@ -24,8 +24,8 @@ spec's table (8.63 / 4.29) to 2 decimals, and the runs record the ε they spent 
 most the table's value); (c) ``dp_step_speed``: one DP-SGD step on the card's MLP and a lot of 64 takes ≤ 2× the
 non-private step and less than Opacus (``GradSampleModule`` + ``DPOptimizer``) on the same model and lot, measured
 side by side in one process (``experiments/dp_speed.py``, 1 thread). Claim (c) is not the paper's (Davody et al.
-make no speed claim; it is issue 19's target for seqzoo's DP-SGD): cause *claim wording*, to become an observation at
-the next re-judge on idle cores (it times at judge time; docs/results/dp-norm-small.md, 'Issue 20 (speed)').
+make no speed claim; it is issue 19's target for seqzoo's DP-SGD), so it is
+an observation since issue 20 (docs/results/dp-norm-small.md, 'Issue 20 (speed)').
 """
 
 from __future__ import annotations
@@ -209,15 +209,6 @@ CARD = register_experiment(ExperimentCard(
             'Flips between runs that differ only in summation order: GroupNorm at sigma 1.0 was 0.9 points behind'
             ' no norm in the first run (vmap path) and 0.2 points ahead in the idle re-run (ghost clipping), with'
             ' a 2-point seed std. At sigma 1.5 every normalized variant is ahead in both runs (2.4-6.2 points).'),
-        "dp_step_speed": Cause("claim wording",
-            "Not a claim of the paper: Davody et al. report accuracies at each eps, no step time (their SIDP "
-            "code clips with a loop over examples); <= 2x the non-private step and faster than Opacus are "
-            "issue 19's targets for seqzoo. Measured on idle cores: 2.20x the non-private step (2.10 vs 0.95 ms), "
-            "0.157x Opacus. By operator count (not time) a DP step runs 136 aten operators to the plain step's "
-            "54: the ghost forward/backward with per-example norms and clipped sums 92 (plain fwd+bwd 48), the "
-            "noise for all 26,122 parameters and its assembly 26, the division by L, the optimizer step and the lot "
-            "metrics 6 each: DP-SGD's own work, at a 0.95 ms step mostly fixed costs. To become an observation "
-            "at the next re-judge on idle cores (the check times at judge time). See 'Issue 20 (speed)'."),
     },
     claims=[
         Claim("normalized_beat_no_norm", "Under DP-SGD at equal (eps, delta), LayerNorm, GroupNorm and BN with "
@@ -225,8 +216,11 @@ CARD = register_experiment(ExperimentCard(
         Claim("accountant_matches_table", "Opacus's RDP accountant reproduces the spec's reference eps (8.63 / "
               "4.29 for q = 64/1437, 673 steps, sigma 1.0 / 1.5, delta 1e-5) to 2 decimals, and the runs record "
               "what they spent.", _check_accountant),
+    ],
+    observations=[
         Claim("dp_step_speed", f"A DP-SGD step takes <= {SPEED_RATIO:g}x the non-private step and less than "
-              "Opacus on the same model and lot (one process, side by side).", _check_speed),
+              "Opacus on the same model and lot (one process, side by side). Not a claim of the paper (which reports "
+              "no step times); issue 19's target for seqzoo's DP-SGD.", _check_speed),
     ],
     plots=[Plot(
         "accuracy", _draw, "Test accuracy (mean ± std over seeds, dots: seeds) per norm at each sigma; dashed: the "

@@ -201,14 +201,15 @@ CARD = register_experiment(ExperimentCard(
                             f"{_epochs(MNIST_SMALL_STEPS)} epochs of its 7,000 training images). 3 seeds. "
                             "Expected time: 650 s measured before the population re-estimates, plus about 70 s "
                             "estimated for them (20 forward passes before each of the 72 BN-LSTM evaluations)."),
-        "medium": Scale(train=_SMALL, seeds=(0, 1, 2), workers=2, expected_seconds=2760,
+        "medium": Scale(train=_SMALL, seeds=(0, 1, 2), workers=2, expected_seconds=2360,
                         grid=lambda: _entries(64, MNIST_MEDIUM_STEPS, "mnist14", MNIST_ARCHS),
                         note="The small scale's settings on the MNIST-test subset pooled to 14x14 only (digits are "
                              f"decided at small scale), LSTM and BN-LSTM: {MNIST_MEDIUM_STEPS // 4} (early) and "
                              f"{MNIST_MEDIUM_STEPS} (full) steps (about {_epochs(MNIST_MEDIUM_STEPS)} epochs). 3 "
                              "seeds. Expected time estimated from CPU time per step (BN-LSTM about 0.3 s, LSTM about "
                              "0.05 s at 196 steps, batch 64) plus about 55 s of population re-estimates (about 4 s CPU "
-                             "for 20 training batches before each of the 27 BN-LSTM evaluations), not yet run."),
+                             "for 20 training batches before each of the 27 BN-LSTM evaluations); measured 39 min 22 s "
+                             "(2026-12-07, light load)."),
         "paper": Scale(train=_SMALL, seeds=(0, 1, 2), grid=None, workers=2,
                        note="H=100 as in the paper's sequential MNIST; 20,000 steps on digits and on the full "
                             "784-pixel MNIST-test subset (defined, not run)"),
