@@ -91,8 +91,9 @@ def test_observations_are_described_and_listed_apart_from_claims() -> None:
     from seqzoo.experiments.catalog import format_experiments
 
     d = get_experiment("s5").describe()
-    assert d["observations"] == ["lstm_stays_on_adding_plateau"] and "lstm_stays_on_adding_plateau" not in d["claims"]
+    obs = ["s5_beats_lstm_on_listops", "lstm_stays_on_adding_plateau"]
+    assert d["observations"] == obs and not set(obs) & set(d["claims"])
     block = format_experiments("s5", width=200)
     claims = next(line for line in block.splitlines() if line.startswith("  claims:"))
-    assert "  observations: lstm_stays_on_adding_plateau" in block and "lstm_stays" not in claims
+    assert f"  observations: {', '.join(obs)}" in block and "lstm_stays" not in claims and "beats_lstm" not in claims
     assert "observations:" not in format_experiments("memorization", width=200)  # a card without any
