@@ -12,6 +12,7 @@ from seqzoo.ops.cayley import (
     cayley_reference,
     neumann_inverse_update,
     orthogonality_error,
+    orthogonality_residual,
     scornn_skew_init,
     sign_diagonal,
     skew_from_upper,
@@ -29,6 +30,24 @@ def gen() -> torch.Generator:
 
 
 # ----- ops -------------------------------------------------------------------------------------------
+def test_orthogonality_residual_is_float64_and_shared(gen) -> None:
+    """One float64 rule for ‖UᵀU − I‖_F and max|UᵀU − I|: the op, the module's method and its train metrics agree."""
+    assert orthogonality_residual(2 * torch.eye(3)) == pytest.approx((3 * 3 ** 0.5, 3.0))
+    q = torch.linalg.qr(torch.randn(64, 64, generator=gen, dtype=torch.float64))[0].float()
+    q64 = q.double()
+    err = q64.T @ q64 - torch.eye(64, dtype=torch.float64)
+    fro, maxabs = orthogonality_residual(q)
+    assert fro == float(torch.linalg.matrix_norm(err)) and maxabs == float(err.abs().max())
+    assert orthogonality_error(q) == fro
+    # the float32 product's own rounding is of the size of the error it measures: a float32 rule would differ
+    err32 = q.T @ q - torch.eye(64)
+    assert abs(float(torch.linalg.matrix_norm(err32)) - fro) > 1e-3 * fro
+    mod = CayleyOrthogonal(16, rho=4, generator=torch.Generator().manual_seed(3))
+    out = mod.module_metrics()
+    assert (out["orth_error"], out["orth_error_maxabs"]) == orthogonality_residual(mod.weight.detach())
+    assert mod.orthogonality_error() == out["orth_error"]
+
+
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 def test_orthogonal_after_exact_recompute(dtype, tol, gen) -> None:
     n = 24

@@ -34,6 +34,7 @@ from seqzoo.ops.cayley import (
     cayley_inverse,
     neumann_inverse_update,
     orthogonality_error,
+    orthogonality_residual,
     scornn_skew_init,
     sign_diagonal,
     skew_from_upper,
@@ -150,17 +151,16 @@ class CayleyOrthogonal(nn.Module):
     def module_metrics(self) -> dict[str, float]:
         """Orthogonality of the ``U`` the next forward uses, for the trainer's train rows (issue 20).
 
-        ``orth_error`` = ``‖UᵀU - I‖_F`` and ``orth_error_maxabs`` = ``max|UᵀU - I|``, in float64 so that the
-        float32 weight's own rounding (~1e-7 per entry) is what remains after an exact recompute. Called by the
-        trainer after each optimizer step; with ``auto_update`` the cache is brought up to date first, exactly as
+        ``orth_error`` = ``‖UᵀU - I‖_F`` and ``orth_error_maxabs`` = ``max|UᵀU - I|``, both from
+        :func:`~seqzoo.ops.cayley.orthogonality_residual` (float64, the rule ``orthogonality_error`` uses). Called by
+        the trainer after each optimizer step; with ``auto_update`` the cache is brought up to date first, exactly as
         the next ``weight`` access would (so the run's numbers do not change).
         """
         if self.auto_update:
             self.after_optimizer_step()
         with torch.no_grad():
-            u = cayley_from_inverse(skew_from_upper(self.raw), self.inverse, self.d).double()
-            err = u.transpose(0, 1) @ u - torch.eye(self.n, dtype=torch.float64, device=u.device)
-            return {"orth_error": float(torch.linalg.matrix_norm(err)), "orth_error_maxabs": float(err.abs().max())}
+            fro, maxabs = orthogonality_residual(cayley_from_inverse(skew_from_upper(self.raw), self.inverse, self.d))
+        return {"orth_error": fro, "orth_error_maxabs": maxabs}
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
         dtype = self.inverse.dtype

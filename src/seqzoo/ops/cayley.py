@@ -166,9 +166,19 @@ def cayley_from_inverse(A: Tensor, M: Tensor, d: Tensor) -> Tensor:
     return _CayleyFromInverse.apply(A, M.detach(), d.detach())
 
 
-def orthogonality_error(U: Tensor) -> float:
-    """``‖UᵀU - I‖_F``."""
+def orthogonality_residual(U: Tensor) -> tuple[float, float]:
+    """``(‖UᵀU - I‖_F, max|UᵀU - I|)``, computed in float64.
+
+    Float64 so that what remains is the weight's own rounding (~1e-7 per entry for float32), not the rounding of
+    the product ``UᵀU`` (which in float32 alone is of the same order and would hide a drift of that size).
+    """
     n = _check_square("U", U)
     with torch.no_grad():
-        eye = torch.eye(n, dtype=U.dtype, device=U.device)
-        return float(torch.linalg.matrix_norm(U.transpose(0, 1) @ U - eye))
+        u = U.detach().double()
+        err = u.transpose(0, 1) @ u - torch.eye(n, dtype=torch.float64, device=U.device)
+        return float(torch.linalg.matrix_norm(err)), float(err.abs().max())
+
+
+def orthogonality_error(U: Tensor) -> float:
+    """``‖UᵀU - I‖_F`` (float64; see :func:`orthogonality_residual`)."""
+    return orthogonality_residual(U)[0]
