@@ -252,18 +252,15 @@ CARD = register_experiment(ExperimentCard(
                             "500 validation / 500 test sequences, evaluation every 100 steps, 2 seeds; GRU, LSTM "
                             "and NC-GRU(U_c) only."),
         "medium": Scale(train={**_TRAIN, "steps": MEDIUM_STEPS["denoise"], "batch_size": 64, "eval_every": 100,
-                               "eval_batch_size": 500}, seeds=(0, 1, 2), expected_seconds=1230,
+                               "eval_batch_size": 500}, seeds=(0, 1, 2), expected_seconds=2790,
                         grid=lambda: _entries(64, SMALL_LENGTHS, 500, models=MEDIUM_MODELS, steps=MEDIUM_STEPS),
                         note=f"the small scale's setting (same lengths, hidden 64, batch 64, evaluation every 100 "
                              f"steps), trained longer: denoise {MEDIUM_STEPS['denoise']:,} steps (small: 1,500; "
                              f"its NC-GRU curve was still falling), copy {MEDIUM_STEPS['copy']:,} (NC-GRU left the "
                              "baseline by step 1,000 at small scale); GRU and NC-GRU(U_c) only, the pair both claims "
-                             "compare (LSTM numbers are at small scale); 3 seeds. Expected time derived, not yet "
-                             "measured: the small scale's idle re-run (414 s, 12 runs of 1,500 steps) split by "
-                             "each run's share of CPU time in a one-process pilot (100 steps each, 1 thread; "
-                             "GRU+NC-GRU 74 % of the grid, two thirds of it denoise) gives 0.066 s per denoise "
-                             "step and 0.036 s per copy step for the pair, so 3 × (5,000 × 0.066 + 2,000 × 0.036) "
-                             "≈ 1,210 s, about 20 min on 2 cores with one worker."),
+                             "compare (LSTM numbers are at small scale); 3 seeds. Measured 2,790 s (sum of the 12 "
+                             "runs, 2026-12-07, light load, 1 worker); the earlier derived estimate (20 min) left out "
+                             "the evaluations."),
         "paper": Scale(train={**_TRAIN, "steps": 10000, "batch_size": 128, "eval_every": 200,
                               "eval_batch_size": 500}, seeds=(0, 1, 2), grid=None,
                        note="denoise T = 200, copy T = 100, hidden 100, batch 128, 10,000 Adam steps at lr 1e-3, "
@@ -272,8 +269,9 @@ CARD = register_experiment(ExperimentCard(
     causes={
         "leaves_baseline_no_later": Cause("budget",
             "On denoise T=100 NC-GRU's validation CE is still falling at step 1,500 (0.2006, 0.1802, 0.1745 at "
-            "600/1,200/1,500; bar 0.165); the paper trains 10,000 steps at batch 128. See 'Cause of the NOT HELD "
-            "claims'."),
+            "600/1,200/1,500; bar 0.165); the paper trains 10,000 steps at batch 128. The medium scale (5,000 denoise "
+            "steps, 3 seeds) holds it: NC-GRU leaves at steps 2,200/1,800/3,400, GRU never. See 'Cause of the NOT "
+            "HELD claims' and nc-gru-medium.md."),
     },
     claims=[
         Claim("leaves_baseline_no_later", f"NC-GRU's validation cross-entropy falls below {LEAVE_FRACTION} × the "
