@@ -155,7 +155,7 @@ def test_medium_grid_decides_the_claims() -> None:
     lengths = {e.task: e.task_args for e in small}
     assert all(e.task_args == lengths[e.task] and e.model_args == {"d_model": 64} for e in medium)
     scale = card.scale("medium")
-    assert len(scale.seeds) >= 3 and scale.expected_seconds is not None and scale.expected_seconds <= 25 * 60
+    assert len(scale.seeds) >= 3 and scale.expected_seconds is not None and scale.expected_seconds <= 60 * 60
     assert all(e.train == {} for e in small)  # small's job keys stay those of its recorded runs
 
 
