@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqzoo.experiments.card import Results
 from seqzoo.experiments.cards import cdil
 from seqzoo.experiments.registry import get_experiment
+from seqzoo.layers import build_layer
 from seqzoo.models import create_model
 
 REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -73,22 +75,31 @@ def test_claims_on_fabricated_results() -> None:
     good = _rows({"cdil": [0.97, 0.99], "dil": [0.95, 0.5], "tcn": [0.5, 0.51], "lstm": [0.5, 0.5]},
                  {"cdil": [0.8, 0.82], "dil": [0.7, 0.75], "tcn": [0.6, 0.62], "lstm": [0.3, 0.2]})
     verdicts = {c.name: r.held for c, r in card.evaluate(good)}
-    assert verdicts == {"cdil_solves_xor": True, "cdil_best_on_real_series": True}
+    assert verdicts == {"cdil_solves_xor": True, "cdil_beats_tcn_lstm_on_real_series": True}
+    assert {o.name: r.held for o, r in card.observe(good)} == {"cdil_best_on_real_series": True}
 
-    # one seed on the plateau pulls the mean under 96%; DIL above CDIL on digits
+    # one seed on the plateau pulls the mean under 96%; DIL above CDIL on digits decides only the observation
     bad = _rows({"cdil": [0.99, 0.5], "dil": [0.5, 0.5], "tcn": [0.5, 0.5], "lstm": [0.5, 0.5]},
                 {"cdil": [0.8, 0.8], "dil": [0.85, 0.83], "tcn": [0.6, 0.6], "lstm": [0.3, 0.3]})
     out = {c.name: r for c, r in card.evaluate(bad)}
     assert out["cdil_solves_xor"].held is False and out["cdil_solves_xor"].numbers["cdil"] == 0.745
-    assert out["cdil_best_on_real_series"].held is False
-    detail = out["cdil_best_on_real_series"].detail
-    assert "cdil 0.8 ± 0 vs dil 0.84 ± 0.014" in detail and "(held if cdil >= the best of dil/tcn/lstm)" in detail
+    real = out["cdil_beats_tcn_lstm_on_real_series"]
+    assert real.held is True and real.numbers["dil"] == 0.84  # DIL is reported, not compared
+    assert "(held if cdil >= the best of tcn/lstm)" in real.detail
+    obs = {o.name: r for o, r in card.observe(bad)}["cdil_best_on_real_series"]
+    assert obs.held is False
+    assert "cdil 0.8 ± 0 vs dil 0.84 ± 0.014" in obs.detail
+    assert "(held if cdil >= the best of dil/tcn/lstm)" in obs.detail
+
+    # the TCN above CDIL fails the claim
+    tcn_ahead = _rows({"cdil": [0.97]}, {"cdil": [0.6, 0.62], "dil": [0.5], "tcn": [0.65, 0.66], "lstm": [0.3]})
+    assert {c.name: r.held for c, r in card.evaluate(tcn_ahead)}["cdil_beats_tcn_lstm_on_real_series"] is False
 
     # a missing cell makes a claim undecided, not false
     partial = _rows({"cdil": [0.97]}, {"cdil": [0.8], "dil": [0.7]})
     out = {c.name: r for c, r in card.evaluate(Results(partial.entries[:1], "accuracy"))}
     assert out["cdil_solves_xor"].held is True
-    assert out["cdil_best_on_real_series"].held is None
+    assert out["cdil_beats_tcn_lstm_on_real_series"].held is None
 
 
 def test_plot_draws_a_partial_grid(tmp_path: Path) -> None:
@@ -106,6 +117,27 @@ def test_tiny_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("SEQZOO_DATA", str(FSDD))
     report = reproduce("cdil", scale="tiny", out=tmp_path / "runs", progress=False, echo=None)
     assert not report.failures and report.runs_total == 8
-    assert set(report.verdicts) == {"cdil_solves_xor", "cdil_best_on_real_series"}
+    assert set(report.verdicts) == {"cdil_solves_xor", "cdil_beats_tcn_lstm_on_real_series"}
     assert all(v in ("HELD", "NOT HELD") for v in report.verdicts.values())
     assert (tmp_path / "runs" / "cdil" / "tiny" / "accuracy.png").is_file()
+
+
+@pytest.mark.parametrize(("levels", "length"), [(3, 40), (cdil.cdil_levels(1000, "series"), 1000)])
+def test_circular_and_zero_padding_differ_within_half_the_span_of_an_end(levels: int, length: int) -> None:
+    """Same weights, circular vs zero padding: outputs agree exactly where no tap of any level crosses an end
+    (farther than (span - 1) / 2 from both ends) and differ everywhere else. At the card's real-series depth
+    (10 levels, dilations up to 512, L = 1,000) that is every position, so the two baselines differ on the whole
+    recording, not only at its (quiet) ends."""
+    torch.manual_seed(0)
+    circ = build_layer("cdil", 8, 8, levels=levels, padding="circular").double()
+    zero = build_layer("cdil", 8, 8, levels=levels, padding="zeros").double()
+    zero.load_state_dict(circ.state_dict())
+    x = torch.randn(2, length, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        ha, hb = circ(x)[0], zero(x)[0]
+    half = (circ.receptive_field() - 1) // 2
+    differs = (ha - hb).abs().amax(dim=(0, 2)) > 1e-12
+    inner = [p for p in range(length) if half <= p < length - half]
+    assert not differs[inner].any()
+    assert differs[[p for p in range(length) if p not in inner]].all()
+    assert (not inner) == (levels == 10)
