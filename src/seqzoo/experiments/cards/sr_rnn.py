@@ -255,7 +255,8 @@ CARD = register_experiment(ExperimentCard(
             "strings, 10-epoch length curriculum, classifier L2, no clipping) on our soft SR-GRU, seed 0: the "
             "4-state Tomita-4 DFA (agreement 1.0) at epochs 3-7, then 1 state from epoch 9 to 51 while the network "
             "stays perfect and mean peak alpha rises 0.81 -> 0.94: 0, 1, 2 trailing zeros share one argmax centroid "
-            "(alpha 0.99 / 0.86 / 0.53), so more training moves away from held (not budget). Adam (1x, 4x steps), "
+            "(alpha 0.99 / 0.86 / 0.53), so more training moves away from held (not budget); seed 1 gives 1 state "
+            "from epoch 3 to 12. Adam (1x, 4x steps), "
             "the paper's width, the official cell and classifier L2 also give 1 state. Untested: the official "
             "initialisation, under which our model stays at uniform alpha (0.021) for 40 epochs. See 'Cause of the "
             "NOT HELD claim'."),
