@@ -328,8 +328,9 @@ CARD = register_experiment(ExperimentCard(
             "2,500 steps the reversed order tanh 191.0 < GTU 193.5 < ReLU 195.5 < GLU 198.8. Fixed: optimizer "
             "'nag' in the trainer and every GCNN run of the card uses the paper's settings (tests: test_training "
             "test_nag_is_nesterov_momentum, test_card_gcnn test_gcnn_runs_use_the_papers_optimizer). The pages' "
-            "numbers predate the fix (ReLU and GTU with NAG are untested): re-run small (~13 min) and medium "
-            "(~55 min). See the medium page, 'Issue 20, round 5'.",
+            "numbers predate the fix: re-run small (~13 min) and medium (~55 min). Not yet held after the fix: "
+            "ReLU and GTU with it (seed 0, 1,000 steps) give GTU 221.4 ~ GLU 222.5 < ReLU 244.4 < tanh 287.8, so "
+            "ReLU < GTU fails at that budget. See the medium page, 'Issue 20, round 5'.",
             scales=("small", "medium")),
         "gcnn_matches_lstm_at_equal_time": Cause("budget",
             "The gap closes with the budget: 1.48x at 100 s (small; GCNN 612-687 steps, LSTM 1013-1217) -> 1.27x "
