@@ -82,7 +82,7 @@ def test_warmup_then_cosine_and_step_schedules():
     assert LRSchedule(TrainConfig(lr=0.3)).lr(77) == 0.3
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "nag", "rmsprop"])
 def test_optimizer_state_round_trips_without_pickle(name):
     model = torch.nn.Linear(3, 2)
     opt = build_optimizer(model.parameters(), TrainConfig(optimizer=name, momentum=0.9, weight_decay=0.01))
@@ -100,6 +100,30 @@ def test_optimizer_state_round_trips_without_pickle(name):
             assert torch.equal(restored["state"][idx][k], v) if torch.is_tensor(v) else restored["state"][idx][k] == v
     opt2 = build_optimizer(model.parameters(), TrainConfig(optimizer=name, momentum=0.9, weight_decay=0.01))
     opt2.load_state_dict(restored)
+
+
+def test_nag_is_nesterov_momentum():
+    """``nag`` (the GCNN paper's optimizer) takes Nesterov steps: v <- mu v + g, w <- w - lr (g + mu v); plain ``sgd``
+    with the same momentum does not (w <- w - lr v), and ``nag`` without momentum is a config error."""
+    lr, mu = 0.1, 0.9
+    steps = {}
+    for name in ("nag", "sgd"):
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        opt = build_optimizer([w], TrainConfig(optimizer=name, lr=lr, momentum=mu))
+        for _ in range(2):  # loss = sum(w^2 / 2): the gradient is w
+            opt.zero_grad()
+            (w.pow(2) / 2).sum().backward()
+            opt.step()
+        steps[name] = w.detach()
+    w0 = torch.tensor([1.0, -2.0])
+    v1 = w0
+    w1 = w0 - lr * (w0 + mu * v1)
+    v2 = mu * v1 + w1
+    torch.testing.assert_close(steps["nag"], w1 - lr * (w1 + mu * v2))
+    w1_sgd = w0 - lr * v1
+    torch.testing.assert_close(steps["sgd"], w1_sgd - lr * (mu * v1 + w1_sgd))
+    with pytest.raises(ConfigError, match="momentum.*nag"):
+        TrainConfig(optimizer="nag", momentum=0.0)
 
 
 # ----- a full small run --------------------------------------------------------------------------------
@@ -186,7 +210,7 @@ def test_same_seed_same_weights_different_seed_differs(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nag", "rmsprop", "adamw"])
 def test_other_optimizers_and_step_schedule_train(tmp_path, optimizer):
     res = train("lstm", "adding", model_args=MODEL_ARGS, task_args=TASK_ARGS, out=tmp_path, index=False,
                 config=small(steps=4, eval_every=4, optimizer=optimizer, momentum=0.9, schedule="step", step_size=2,

@@ -14,7 +14,7 @@ from typing import Any
 from seqzoo.errors import ConfigError, ConfigTypeError
 from seqzoo.registry_utils import closest
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "nag", "rmsprop")  # nag: SGD with Nesterov momentum
 SCHEDULES = ("constant", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -68,11 +68,11 @@ class TrainConfig:
 
     steps: int = 1000  # optimizer steps (the step budget)
     batch_size: int = 32  # global batch; split evenly across ranks under torchrun
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    optimizer: str = "adam"  # adam | adamw | sgd | nag (Nesterov momentum) | rmsprop
     lr: float = 1e-3
     weight_decay: float = 0.0
     ssm_lr: float | None = None  # S5 models: lr of Lambda, B, log_step, without weight decay (spec §5.5); None = off
-    momentum: float = 0.0  # sgd / rmsprop
+    momentum: float = 0.0  # sgd / rmsprop; nag needs > 0
     schedule: str = "constant"  # constant | cosine | step
     warmup_steps: int = 0  # linear warm-up, then the schedule
     step_size: int = 1000  # step schedule: multiply by gamma every step_size steps after warm-up
@@ -99,6 +99,9 @@ class TrainConfig:
             setattr(self, f.name, _check_value(f.name, getattr(self, f.name)))
         if self.min_lr_ratio > 1.0:
             raise ConfigError(f"train config 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.optimizer == "nag" and self.momentum <= 0.0:
+            raise ConfigError(f"train config 'momentum' must be > 0 for optimizer 'nag' (Nesterov momentum), got "
+                              f"{self.momentum!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

@@ -39,6 +39,8 @@ def build_optimizer(params: Iterable, config: TrainConfig) -> torch.optim.Optimi
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=config.momentum)
+    if name == "nag":  # Nesterov's accelerated gradient, the GCNN paper's optimizer (Dauphin et al. 2017)
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=config.momentum, nesterov=True)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=config.momentum)
     raise ValueError(f"unknown optimizer {name!r}")  # unreachable: TrainConfig validates the choice
