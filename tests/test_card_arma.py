@@ -100,6 +100,12 @@ def test_small_grid_trains_every_order_on_both_series() -> None:
     assert {e.train["steps"] for e in real} == {2000}
 
 
+def test_real_series_checkpoints_every_100_steps() -> None:
+    """The RNNs overfit sunspots/Nile within 100-200 steps: validation every 100 steps (not steps // 4 = 500)."""
+    real = [e for e in get_experiment("arma").entries("small") if e.labels["exp"] == "real"]
+    assert {e.train["eval_every"] for e in real} == {arma.REAL_EVAL_EVERY} == {100}
+
+
 def test_oracle_of_the_small_grid_test_period() -> None:
     """The floor the card's ARMA(2,1) test period gives: 2.090, 0.09 above the population floor sigma = 2."""
     entry = next(e for e in get_experiment("arma").entries("small") if e.labels == {"exp": "arma21", "arch": "arma"})

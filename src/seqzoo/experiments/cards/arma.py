@@ -19,8 +19,10 @@ Three experiments (spec §6.2 and §6.4):
   The linear ARMA cell is trained at every order p = q in 1..4 and each seed keeps the order with the lowest
   validation RMSE (the official script's protocol, spec §6.2). Until 2026-12-07 the card fixed p = q = 2 and
   trained 400 steps: the claim was NOT HELD on sunspots (ARMA(2,2) 21.21, at statsmodels' ARIMA(2,0,2) 21.27,
-  vs LSTM 18.78); every seed now picks p = q = 4 there (18.95, ARIMA(4,0,4) 18.97) and the claim holds
-  (docs/results/arma-small.md). The paper's claim is qualitative ("competitive with popular alternatives");
+  vs LSTM 18.78); seeds now pick p = q = 4, 4, 3 there (20.63) and the claim holds narrowly (1.098 x the LSTM;
+  docs/results/arma-small.md). The real series train 2,000 steps with a validation checkpoint every
+  ``REAL_EVAL_EVERY`` steps: the RNNs overfit them within 100-200 steps. The paper's claim is qualitative
+  ("competitive with popular alternatives");
   here competitive means a test RMSE within 10 % of the better recurrent network (the card's margin).
 
 The models see the raw series through the preset's linear head (``SequenceModel`` always has one), so the
@@ -62,6 +64,7 @@ TOL = 0.05
 NEAR_FLOOR = 0.1  # spec §6.4: test RMSE "close to 2.0 (≲2.1)" with noise floor σ = 2: within 0.1 of the floor
 ORDERS = (1, 2, 3, 4)  # spec §6.2: the paper selects p = q in 1..4 on validation
 SELECT_SPLIT = "valid"  # the split that chooses the ARMA cell's order on the real series
+REAL_EVAL_EVERY = 100  # steps between validation checkpoints on the real series (best-validation checkpoint)
 
 
 def _recovery_task_args(n: int) -> dict[str, Any]:
@@ -82,7 +85,9 @@ def _entries(n_rec: int, rec_steps: int, sim_steps: int, real_steps: int, rnn_wi
         out.append(Entry(model=arch, task="arma_sim", model_args={"d_model": rnn_width, "n_layers": 1},
                          task_args=sim, labels={"exp": "arma21", "arch": arch},
                          train={"steps": sim_steps, "eval_every": max(1, sim_steps // 4)}))
-    real_train = {"steps": real_steps, "eval_every": max(1, real_steps // 4)}
+    # validation every 100 steps at most: the RNNs overfit the short series within 100-200 steps (the paper
+    # stops early on validation loss), so a coarser grid of checkpoints judges them past their best
+    real_train = {"steps": real_steps, "eval_every": max(1, min(REAL_EVAL_EVERY, real_steps // 4))}
     for series in SERIES:
         task_args = {"series": series, "window": 24}
         for order in ORDERS:  # one entry per order; the claim picks the order on validation
