@@ -16,8 +16,14 @@ Three experiments (spec §6.2 and §6.4):
   The paper's own tables were not retrieved (spec §6.3).
 * ``real``: sunspots and Nile flow (statsmodels; the airline series needs aeon and is left out): ARMA cell
   vs LSTM and GRU, RMSE and MAE in the units of the series, against the naive / seasonal-naive forecasts.
-  The paper's claim is qualitative ("competitive with LSTM/GRU"); here competitive means a test RMSE
-  within 10 % of the better recurrent network.
+  The linear ARMA cell is trained at every order p = q in 1..4 and each seed keeps the order with the lowest
+  validation RMSE (the official script's protocol, spec §6.2). Until 2026-12-07 the card fixed p = q = 2 and
+  trained 400 steps: the claim was NOT HELD on sunspots (ARMA(2,2) 21.21, at statsmodels' ARIMA(2,0,2) 21.27,
+  vs LSTM 18.78); seeds now pick p = q = 4, 4, 3 there (20.63) and the claim holds narrowly (1.098 x the LSTM;
+  docs/results/arma-small.md). The real series train 2,000 steps with a validation checkpoint every
+  ``REAL_EVAL_EVERY`` steps: the RNNs overfit them within 100-200 steps. The paper's claim is qualitative
+  ("competitive with popular alternatives");
+  here competitive means a test RMSE within 10 % of the better recurrent network (the card's margin).
 
 The models see the raw series through the preset's linear head (``SequenceModel`` always has one), so the
 forecast is ``z = w ŷ + b`` with ``ŷ`` the cell's output. The cell's own coefficients (``coef_ar1`` ...) are
@@ -35,8 +41,18 @@ from typing import Any
 
 import numpy as np
 
-from seqzoo.experiments.card import Cause, Claim, ClaimResult, Entry, ExperimentCard, Plot, Results, Scale
-from seqzoo.experiments.claims import compare, threshold
+from seqzoo.experiments.card import (
+    Claim,
+    ClaimResult,
+    Entry,
+    ExperimentCard,
+    MissingResult,
+    Plot,
+    Results,
+    Scale,
+    Stat,
+)
+from seqzoo.experiments.claims import all_held, compare, threshold
 from seqzoo.experiments.registry import register_experiment
 
 RECOVERY_AR, RECOVERY_MA = (0.1, 0.3), (-0.4, -0.2)
@@ -46,6 +62,9 @@ SERIES = ("sunspots", "nile")
 RNNS = ("lstm", "gru")
 TOL = 0.05
 NEAR_FLOOR = 0.1  # spec §6.4: test RMSE "close to 2.0 (≲2.1)" with noise floor σ = 2: within 0.1 of the floor
+ORDERS = (1, 2, 3, 4)  # spec §6.2: the paper selects p = q in 1..4 on validation
+SELECT_SPLIT = "valid"  # the split that chooses the ARMA cell's order on the real series
+REAL_EVAL_EVERY = 100  # steps between validation checkpoints on the real series (best-validation checkpoint)
 
 
 def _recovery_task_args(n: int) -> dict[str, Any]:
@@ -66,14 +85,20 @@ def _entries(n_rec: int, rec_steps: int, sim_steps: int, real_steps: int, rnn_wi
         out.append(Entry(model=arch, task="arma_sim", model_args={"d_model": rnn_width, "n_layers": 1},
                          task_args=sim, labels={"exp": "arma21", "arch": arch},
                          train={"steps": sim_steps, "eval_every": max(1, sim_steps // 4)}))
+    # validation every 100 steps at most: the RNNs overfit the short series within 100-200 steps (the paper
+    # stops early on validation loss), so a coarser grid of checkpoints judges them past their best
+    real_train = {"steps": real_steps, "eval_every": max(1, min(REAL_EVAL_EVERY, real_steps // 4))}
     for series in SERIES:
-        for arch in ("arma", *RNNS):
-            args = ({"layer_kwargs": {"p": 2, "q": 2, "activation": "identity"}} if arch == "arma"
-                    else {"d_model": rnn_width, "n_layers": 1})
-            out.append(Entry(model=arch, task="forecast", model_args=args,
-                             task_args={"series": series, "window": 24},
-                             labels={"exp": "real", "series": series, "arch": arch},
-                             train={"steps": real_steps, "eval_every": max(1, real_steps // 4)}))
+        task_args = {"series": series, "window": 24}
+        for order in ORDERS:  # one entry per order; the claim picks the order on validation
+            out.append(Entry(model="arma", task="forecast",
+                             model_args={"layer_kwargs": {"p": order, "q": order, "activation": "identity"}},
+                             task_args=task_args, labels={"exp": "real", "series": series, "arch": "arma",
+                                                          "order": order}, train=real_train))
+        for arch in RNNS:
+            out.append(Entry(model=arch, task="forecast", model_args={"d_model": rnn_width, "n_layers": 1},
+                             task_args=task_args, labels={"exp": "real", "series": series, "arch": arch},
+                             train=real_train))
     return out
 
 
@@ -156,24 +181,57 @@ def real_baselines(series: str) -> dict[str, dict[str, float]]:
     return create_task("forecast", series=series, window=24).baselines("test")
 
 
+def chosen_orders(results: Results, series: str) -> tuple[list[int], Stat]:
+    """The ARMA cell on a real series with its order chosen on validation, one choice per seed.
+
+    Each seed takes the order p = q with its lowest validation RMSE (the official script picks p = q in 1..4 by
+    validation loss in every repetition, spec §6.2); returns the chosen orders (in seed order) and the test RMSE
+    of the chosen runs.
+    """
+    orders = results.label_values("order", exp="real", series=series, arch="arma")
+    if not orders:
+        raise MissingResult(f"no ARMA cell run on {series}")
+    per_order = {}
+    for o in orders:
+        hit = results.find(exp="real", series=series, arch="arma", order=o)
+        valid, test = results.stat("rmse", SELECT_SPLIT, **hit.entry.labels), results.stat("rmse", "test",
+                                                                                           **hit.entry.labels)
+        per_order[o] = {seed: (v, t) for seed, v, t in zip(hit.seeds, valid.values, test.values)}
+    seeds = sorted(set.intersection(*(set(d) for d in per_order.values())))
+    if not seeds:
+        raise MissingResult(f"no seed of the ARMA cell on {series} has a run at every order")
+    picks = [min(orders, key=lambda o: per_order[o][seed][0]) for seed in seeds]
+    return picks, Stat.of(per_order[o][seed][1] for o, seed in zip(picks, seeds))
+
+
 def _real_numbers(results: Results) -> dict[str, Any]:
     numbers: dict[str, Any] = {}
     for series in SERIES:
-        r = {a: results.mean("rmse", exp="real", series=series, arch=a) for a in ("arma", *RNNS)}
-        m = {a: results.mean("mae", exp="real", series=series, arch=a) for a in ("arma", *RNNS)}
+        picks, chosen = chosen_orders(results, series)
+        r = {"arma": chosen.mean, **{a: results.mean("rmse", exp="real", series=series, arch=a) for a in RNNS}}
+        by_order = {o: {s: round(results.mean("rmse", s, exp="real", series=series, arch="arma", order=o), 3)
+                        for s in (SELECT_SPLIT, "test")}
+                    for o in results.label_values("order", exp="real", series=series, arch="arma")}
         try:
             bl = {k: round(v["rmse"], 3) for k, v in real_baselines(series).items() if k != "mean"}
         except ImportError:
             bl = {}
-        numbers[series] = {"rmse": {a: round(v, 3) for a, v in r.items()},
-                           "mae": {a: round(v, 3) for a, v in m.items()}, "baseline_rmse": bl,
-                           "best": min(r, key=lambda a: r[a])}
+        numbers[series] = {"orders": picks, "rmse": {a: round(v, 3) for a, v in r.items()},
+                           "arma_vs_best_rnn": round(r["arma"] / min(r[a] for a in RNNS), 4),
+                           "baseline_rmse": bl, "best": min(r, key=lambda a: r[a]), "arma_by_order": by_order}
     return numbers
 
 
 def _check_real(results: Results) -> ClaimResult:
-    return compare(results, "arma", RNNS, "<=", over="series", values=SERIES, where={"exp": "real"}, metric="rmse",
-                   factor=1.1, numbers=_real_numbers)
+    parts = []
+    for series in SERIES:
+        picks, arma_rmse = chosen_orders(results, series)
+        rnn = {a: results.stat("rmse", exp="real", series=series, arch=a) for a in RNNS}
+        best = min(rnn, key=lambda a: rnn[a].mean)
+        others = ", ".join(f"{a} {st}" for a, st in rnn.items())
+        parts.append((arma_rmse.mean <= 1.1 * rnn[best].mean,
+                      f"series={series}: arma (p = q chosen on validation per seed: {picks}) {arma_rmse} vs {others}"))
+    return all_held(parts, _real_numbers(results), "arma <= 1.1 x the best of lstm/gru on every series")
 
 
 # ----- plot --------------------------------------------------------------------------------------------
@@ -190,8 +248,9 @@ def _draw(results: Results, path: Path) -> None:
 
     def relative(series: str, arch: str) -> float:
         try:
-            return results.mean("rmse", exp="real", series=series, arch=arch) / \
-                real_baselines(series)["naive"]["rmse"]
+            rmse = chosen_orders(results, series)[1].mean if arch == "arma" else \
+                results.mean("rmse", exp="real", series=series, arch=arch)
+            return rmse / real_baselines(series)["naive"]["rmse"]
         except Exception:  # missing run or statsmodels: leave a gap
             return float("nan")
 
@@ -215,22 +274,15 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train={**_TRAIN, "batch_size": 16}, grid=lambda: _entries(2000, 4, 4, 4, 2),
                       note="plumbing only: 4 steps per run", expected_seconds=20),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=1, expected_seconds=61,
-                       grid=lambda: _entries(25_000, 1000, 600, 400, 5),
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=240,
+                       grid=lambda: _entries(25_000, 1000, 600, 2000, 5),
                        note="recovery n=25,000, 1,000 Adam steps of batch 200 "
                             "(about 50 epochs of the 4,040 training windows); "
-                            "ARMA(2,1) 600 steps; real series 400 steps; LSTM/GRU width 5; 3 seeds"),
+                            "ARMA(2,1) 600 steps; real series 2,000 steps, ARMA cell p = q in 1-4 (chosen on "
+                            "validation); LSTM/GRU width 5; 3 seeds"),
         "paper": Scale(train=_TRAIN, seeds=(0, 1, 2), grid=None, workers=2,
                        note="recovery about 100 epochs of batch 200 (12,500 steps, window 50); 2,000 steps "
                             "elsewhere (defined, not run)"),
-    },
-    causes={
-        "real_competitive_with_rnn": Cause("open",
-            "Narrowed to the model order: on sunspots the ARMA(2,2) cell (21.21) matches statsmodels' ARIMA(2,0,2) "
-            "on the same split (21.27) and stays there at 2,000 steps; order 4 (chosen on validation, as the "
-            "paper selects p = q in 1-4) reaches 18.95 at 2,000 steps (ARIMA(4,0,4) 18.97), 7.2% above the GRU "
-            "(17.68; LSTM 21.06) at 2,000 steps. The card fixes p = q = 2; the fix (orders 1-4 chosen on "
-            "validation, about 2,000 steps) is not yet made or run on Nile. See 'Cause of the NOT HELD claim'."),
     },
     claims=[
         Claim("recovery_within_0.05_of_arima", "A linear ARMA(2,2) cell recovers coefficients within 0.05 of "
@@ -241,8 +293,9 @@ CARD = register_experiment(ExperimentCard(
               _check_near_oracle),
         Claim("arma21_not_worse_than_rnn", "On simulated ARMA(2,1) the ARMA cell is not worse than a small "
               "LSTM/GRU.", _check_not_worse),
-        Claim("real_competitive_with_rnn", "On real series (sunspots, Nile) the ARMA cell is competitive with "
-              "LSTM/GRU (test RMSE within 10% of the better one).", _check_real),
+        Claim("real_competitive_with_rnn", "On real series (sunspots, Nile) the ARMA cell, its order p = q in 1-4 "
+              "chosen on validation per seed as in the paper, is competitive with LSTM/GRU (test RMSE within 10% of "
+              "the better one; the paper states no margin).", _check_real),
     ],
     observations=[
         Claim("arma21_rmse_le_2.1", "On simulated ARMA(2,1) (sigma 2) the ARMA cell's test RMSE is <= 2.1 (the "
