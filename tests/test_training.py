@@ -50,7 +50,7 @@ def test_config_unknown_key_names_closest():
     ("steps", True, "must be an integer"),
     ("lr", "fast", "must be a number"),
     ("lr", 0.0, "> 0"),
-    ("optimizer", "adamx", "one of adam, adamw, sgd, rmsprop"),
+    ("optimizer", "adamx", "one of adam, adamw, sgd, nag, rmsprop"),
     ("schedule", "cosin", "did you mean 'cosine'"),
     ("bf16", 1, "true or false"),
     ("clip_norm", "none", "a number or null"),
