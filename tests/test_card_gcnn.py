@@ -51,9 +51,11 @@ def _results(ppl: dict[tuple[str, str], float], data: str = "ptb", budget_s: flo
 def test_registered_and_small_grid() -> None:
     card = get_experiment("gcnn")
     small = card.entries("small")
-    assert len(small) == 6  # the equal-time pair, then the four activations
+    assert len(small) == 7  # the equal-time pair, then the four activations and the LSTM at equal steps
     assert [(e.labels["arch"], e.labels["budget"]) for e in small[:2]] == [("glu", "time"), ("lstm", "time")]
-    assert {e.labels["arch"] for e in small[2:]} == set(gcnn.ACTIVATIONS)
+    assert {e.labels["arch"] for e in small[2:6]} == set(gcnn.ACTIVATIONS)
+    assert (small[6].model, small[6].labels["budget"]) == ("lstm_native", "steps")
+    assert small[6].model_args == small[1].model_args  # the equal-time LSTM, trained for the activations' steps
     assert all(e.task_args["dataset"] == "ptb" and e.model_args.get("head") == "adaptive" for e in small)
     assert all(e.train["time_budget"] == gcnn.SMALL_SECONDS for e in small[:2])
     assert len({e.train["steps"] for e in small[2:]}) == 1  # equal steps for the ablation
@@ -104,6 +106,17 @@ def test_equal_time() -> None:
     out = claim.evaluate(_results({("glu", "time"): 111.0, ("lstm", "time"): 100.0}))
     assert out.held is False
     assert claim.evaluate(_results({("glu", "time"): 100.0})).held is None
+
+
+def test_equal_steps() -> None:
+    """The claim since issue 20 (round 6): GCNN-GLU vs the equal-parameter LSTM after the same steps."""
+    claim = testing.claim("gcnn", "gcnn_matches_lstm_at_equal_steps")
+    out = claim.evaluate(_results({("glu", "steps"): 109.0, ("lstm", "steps"): 100.0}))
+    assert out.held is True and out.numbers["ratio"] == pytest.approx(1.09) and out.numbers["steps"] == 600
+    assert claim.evaluate(_results({("glu", "steps"): 111.0, ("lstm", "steps"): 100.0})).held is False
+    assert claim.evaluate(_results({("glu", "steps"): 100.0, ("lstm", "time"): 1.0})).held is None
+    # the equal-time wording is an observation now, not counted
+    assert "gcnn_matches_lstm_at_equal_time" in [o.name for o in get_experiment("gcnn").observations]
 
 
 def _lstm_and_tokens(head: str, vocab: int = 40) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -219,6 +232,10 @@ def test_throughput_claim_is_the_papers_cpu_column(monkeypatch) -> None:
     assert len(calls) == 1
     monkeypatch.setattr(gcnn, "measure_latency", measure(0.5))
     assert claim.evaluate(_results({("glu", "time"): 1.0, ("lstm", "time"): 1.0})).held is False
+    # the equal-steps perplexities ride along: the paper's pairs have equal perplexity, ours equal parameters
+    both = _results({("glu", "time"): 1.0, ("lstm", "time"): 1.0, ("glu", "steps"): 180.0, ("lstm", "steps"): 177.0})
+    numbers = claim.evaluate(both).numbers
+    assert numbers["ppl_gcnn_steps"] == 180.0 and numbers["ppl_lstm_steps"] == 177.0
 
 
 @needs_data
@@ -236,7 +253,7 @@ def test_tiny_reproduce(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setenv("SEQZOO_DATA", str(DATA))
     report = reproduce("gcnn", scale="tiny", out=tmp_path, workers=1, progress=False, echo=None)
-    assert not report.failures and report.runs_total == 6
+    assert not report.failures and report.runs_total == 7
     verdicts = {c.name: r for c, r in report.claims}
     assert all(r.held is not None for r in verdicts.values())  # every claim is decided on the tiny grid
     assert verdicts["cpu_throughput_parity"].numbers["ratio"] > 0
