@@ -47,8 +47,8 @@ Optimizer: every GCNN run uses the paper's (Nesterov momentum 0.99, lr 1, clip 0
 Adam 1e-3, clip 1 (issue 20, round 5: with Adam for both, the GCNN's activation order came out reversed).
 
 Sizes (small and medium): GCNN 8 blocks x [4, 128], embedding 128 (2.73M parameters with the adaptive head) vs
-LSTM-187 (2.73M; its embedding is 187 wide). Small: 500 steps per activation, 100 s per equal-time run, 3 seeds
-(~12 min); medium: 2,500 steps (3 PTB epochs), 300 s, 3 seeds (~53 min from the small run's step times). The
+LSTM-187 (2.73M; its embedding is 187 wide). Small: 500 steps per activation and for the LSTM, 100 s per
+equal-time run, 3 seeds (~14 min); medium: 2,500 steps (3 PTB epochs), 300 s, 3 seeds (~52 min on idle cores). The
 claims are judged on PTB word level; tiny-shakespeare char level is in the ``paper`` grid (and ``tiny``, plumbing).
 """
 
@@ -312,9 +312,10 @@ CARD = register_experiment(ExperimentCard(
     title="Gated convolutional LM: activations, GCNN vs LSTM at equal time, scoring latency",
     paper="Dauphin, Fan, Auli & Grangier, Language Modeling with Gated Convolutional Networks (ICML 2017)",
     description="GCNN (8 residual blocks, k=4, weight norm) with GLU / ReLU / GTU / tanh at equal steps, GLU vs an "
-                "LSTM of equal parameter count at an equal wall-clock budget (trainer time_budget), and the "
-                "responsiveness of each (tokens/s scoring one stream at batch 1, the LSTM token by token). PTB "
-                "word level with an adaptive softmax; validation perplexity.",
+                "LSTM of equal parameter count at equal steps and at an equal wall-clock budget (trainer "
+                "time_budget), and the CPU throughput and responsiveness of each (tokens/s scoring many sentences "
+                "at once, and one stream at batch 1 with the LSTM token by token). PTB word level with an adaptive "
+                "softmax; validation perplexity.",
     grid=lambda: _entries(DATASETS, 256, 8, 20000, 3600.0),
     metric="perplexity",
     split="valid",
@@ -323,20 +324,21 @@ CARD = register_experiment(ExperimentCard(
                       grid=lambda: [_cap(e, 30) for e in _entries(("tiny-shakespeare",), 16, 2, 4, 0.5,
                                                                   {"bptt": 16})],
                       note="plumbing only: tiny-shakespeare chars, GCNN 2 x [4, 16], 4 steps / 0.5 s"),
-        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=754,
+        "small": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=850,
                        grid=lambda: _entries(("ptb",), 128, 8, SMALL_STEPS, SMALL_SECONDS, eval_every=250),
                        note=f"PTB word level (10k vocabulary, adaptive softmax), batch 32 x 35 tokens; GCNN 8 x [4, "
                             f"128] (2.73M parameters) with the paper's optimizer (Nesterov momentum 0.99, lr 1, clip "
                             f"0.1) vs LSTM-187 (2.73M) with Adam 1e-3, clip 1; {SMALL_STEPS} steps "
-                            f"per activation (0.6 epochs, validated at 250 and 500); {SMALL_SECONDS:g} s of "
-                            "training each for the equal-time pair; 3 seeds."),
-        "medium": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=3200,
+                            f"per activation and for the LSTM (0.6 epochs, validated at 250 and 500); "
+                            f"{SMALL_SECONDS:g} s of training each for the equal-time pair; 3 seeds. About 14 min "
+                            "on idle cores (12 min 28 s without the LSTM's step runs, which add 1 min 37 s)."),
+        "medium": Scale(train=_TRAIN, seeds=(0, 1, 2), workers=2, expected_seconds=3150,
                         grid=lambda: _entries(("ptb",), 128, 8, MEDIUM_STEPS, MEDIUM_SECONDS, eval_every=500),
-                        note=f"the small scale's models and data, longer: {MEDIUM_STEPS} steps per activation (3.0 "
-                             f"PTB epochs, validated every 500 steps); {MEDIUM_SECONDS:g} s of training each for "
-                             "the equal-time pair; 3 seeds. Expected time from the small run's step times on idle "
-                             "cores (GLU 0.163, ReLU 0.110 s/step; 2 x 3 x 300 s): about 53 min; measured 60 min 36 s "
-                             "under helper load (2026-12-07, load average 4-9; the GCNN still trained with Adam)."),
+                        note=f"the small scale's models and data, longer: {MEDIUM_STEPS} steps per activation and "
+                             f"for the LSTM (3.0 PTB epochs, validated every 500 steps); {MEDIUM_SECONDS:g} s of "
+                             "training each for the equal-time pair; 3 seeds. About 52 min on idle cores, from the "
+                             "re-run's pieces (2026-12-07, queued one at a time: the GCNN runs 38 min 24 s, the "
+                             "equal-time LSTM runs 10 min 17 s, the LSTM's step runs and the judgement 6 min 50 s)."),
         "paper": Scale(train={**_TRAIN, "test_split": "test"}, seeds=(0, 1, 2), workers=2, grid=None,
                        note="PTB word level and tiny-shakespeare char level, GCNN 8 x [4, 256], 20,000 steps, one "
                             "hour per equal-time run, 3 seeds (the paper's WikiText-103 / Google Billion Word are "
@@ -363,9 +365,12 @@ CARD = register_experiment(ExperimentCard(
             "perplexity too (medium re-run, equal steps, 2,500 steps, 3 seeds, each model with its own optimizer): "
             "LSTM-187 177.2 (175.9 / 178.4 / 177.4), GCNN 8 x [4, 128] 180.0, GCNN 6 x [4, 128] 185.4. The LSTM is "
             "the better model and its lead grows with training (GCNN-8 / LSTM 0.90 at 1,000 steps, 1.00 at 2,000, "
-            "1.016 at 2,500), so a GCNN of the LSTM's perplexity has at least 8 blocks and scores at most the 8-block "
-            "model's throughput: BENCH_PLACEHOLDER Not the implementation: per FLOP the GCNN is "
-            "the faster (2.71 vs 1.45 MFLOP a token; BENCH_RATE), so the ratio is the arithmetic. Not the wording: "
+            "1.016 at 2,500; at small's 500 steps the GCNN leads, 290.4 vs 324.9, early training), so a GCNN of the "
+            "trained LSTM's perplexity has at least 8 blocks and scores at most the 8-block model's throughput: "
+            "0.59 and 0.65 of the LSTM's tokens/s (benchmarks/bench_gcnn_pairs.py, idle cores, two runs of 5 "
+            "rounds, rounds 0.54-0.70; 7 blocks 0.66 / 0.70, 6 blocks 0.68 / 0.73, 4 blocks 0.91 / 0.88), the "
+            "card's judgements 0.57-0.67. Not the implementation: per FLOP the GCNN is the faster (2.71 vs 1.45 "
+            "MFLOP a token; 56.5-60.1 vs 46.4-53.8 GFLOP/s), so the ratio is the arithmetic. Not the wording: "
             "the claim is the paper's CPU column (throughput, many sentences at once). Not budget: more training "
             "moves the LSTM ahead. See the medium page, 'Issue 20, round 6', and docs/benchmarks.md.",
             scales=("small", "medium")),
