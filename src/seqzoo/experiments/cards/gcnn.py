@@ -380,8 +380,8 @@ CARD = register_experiment(ExperimentCard(
         Claim("gcnn_matches_lstm_at_equal_steps", f"Trained on the same batches for the same number of steps "
               f"(the GCNN with the paper's optimizer, the LSTM with Adam), the GCNN-GLU's validation perplexity "
               f"is within {PPL_TOLERANCE - 1:.0%} of an equal-parameter LSTM's: the paper's comparison of models "
-              "trained on the same data (test perplexity, WikiText-103: GCNN-8 44.9 vs LSTM-1024 48.7; GBW: GCNN-13 38.1 vs "
-              "LSTM-2048 43.9, where the GCNN is better, not only competitive).",
+              "trained on the same data (test perplexity, WikiText-103: GCNN-8 44.9 vs LSTM-1024 48.7; GBW: "
+              "GCNN-13 38.1 vs LSTM-2048 43.9, where the GCNN is better, not only competitive).",
               _check_equal_steps),
         Claim("cpu_throughput_parity", f"On a CPU, scoring many sentences at once ({THROUGHPUT_BATCH} x "
               f"{THROUGHPUT_LENGTH} tokens, every token through the output layer, 1 thread), the GCNN processes >= "
