@@ -31,6 +31,22 @@ def test_parse_page_reads_first_claims_table_and_wall_time(tmp_path: Path) -> No
     assert (page.count("HELD"), page.count("NOT HELD"), page.count("UNDECIDED")) == (1, 1, 0)
 
 
+def test_seeds_come_from_the_run_above_the_first_claims_table(tmp_path: Path) -> None:
+    """The seed count is the runner's "Seeds: [...]" line of the run the verdicts come from; fewer than 3 seeds
+    make the scale's verdicts provisional on the scoreboard."""
+    card = get_experiment("s5")
+    rows = [f"| **{c.name}**: t | HELD | |" for c in card.claims]
+    older = _page(rows, wall="Seeds: [0, 1, 2, 3]. Runs: 1 entries, wall time 9 s.")
+    (tmp_path / "s5-small.md").write_text(_page(rows, wall="Seeds: [0, 1]. Runs: 3 entries, 9 runs, wall time 125 s.")
+                                          + "\n## Earlier run\n\n" + older)
+    (tmp_path / "s5-medium.md").write_text(_page(rows, wall="Seeds: [0, 1, 2]. Runs: 3 entries, wall time 60 s."))
+    assert parse_page(tmp_path / "s5-small.md", "s5", "small").seeds == 2
+    text = render_scoreboard(tmp_path)
+    assert f"| `s5` | small | {len(rows)} | 0 | 0 | 2 (provisional) | [s5-small.md]" in text
+    assert f"| `s5` | medium | {len(rows)} | 0 | 0 | 3 | [s5-medium.md]" in text
+    assert f"{len(rows)} of the held / not held verdicts above come from runs with fewer (`s5` small)" in text
+
+
 def test_parse_page_errors_name_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "x-small.md"
     bad.write_text(_page(["| **a**: A | HELD | x=1 |", "| a row someone edited | maybe | |"]))
@@ -54,7 +70,7 @@ def test_scoreboard_counts_causes_and_flags_missing_ones(tmp_path: Path) -> None
     mrows = [f"| **{c.name}**: t | NOT HELD | |" for c in mem.claims]
     (tmp_path / "memorization-small.md").write_text(_page(mrows))
     text = render_scoreboard(tmp_path)
-    assert f"| `s5` | small | {len(names) - 1} | 1 | 0 | [s5-small.md](s5-small.md) | 2 min |" in text
+    assert f"| `s5` | small | {len(names) - 1} | 1 | 0 | — | [s5-small.md](s5-small.md) | 2 min |" in text
     assert f"| `s5` | small | `s5_beats_transformer_on_listops` | {kind} |" in text
     assert f"{len(mem.claims)} without a recorded cause" in text
     assert "| `memorization` | small | `" in text and "**no cause recorded**" in text

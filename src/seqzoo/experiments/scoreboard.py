@@ -25,6 +25,8 @@ from seqzoo.files import atomic_write_bytes
 VERDICTS = ("HELD", "NOT HELD", "UNDECIDED")
 _CLAIM_ROW = re.compile(r"^\| \*\*(?P<name>[A-Za-z0-9_.\-]+)\*\*: .* \| (?P<verdict>HELD|NOT HELD|UNDECIDED) \|")
 _WALL = re.compile(r"wall time (?P<s>\d+(?:\.\d+)?) s\b")
+_SEEDS = re.compile(r"Seeds: \[(?P<seeds>[0-9, ]*)\]")
+MIN_SEEDS = 3  # the project's rule: at least 3 seeds before a verdict; fewer is flagged as provisional
 
 
 @dataclass
@@ -36,6 +38,7 @@ class PageResult:
     path: Path
     verdicts: dict[str, str] = field(default_factory=dict)
     wall_time: float | None = None
+    seeds: int | None = None  # seeds of the run the verdicts come from (the runner's "Seeds: [...]" line)
     observations: dict[str, str] = field(default_factory=dict)  # name -> outcome; never counted
 
     def count(self, verdict: str) -> int:
@@ -69,6 +72,9 @@ def parse_page(path: Path, card: str, scale: str) -> PageResult:
         out.observations = _rows(path, lines, obs, "an observations-table")
     wall = _WALL.search("\n".join(lines))
     out.wall_time = float(wall["s"]) if wall else None
+    # the runner writes its "Seeds: [...]" line above its claims table: the last one before the first table
+    seeds = [m for line in lines[:heads[0]] for m in _SEEDS.finditer(line)]
+    out.seeds = len([v for v in seeds[-1]["seeds"].split(",") if v.strip()]) if seeds else None
     return out
 
 
@@ -90,6 +96,8 @@ def render_scoreboard(results_dir: str | Path) -> str:
     rows, causes, observations = [], [], []
     totals = dict.fromkeys(VERDICTS, 0)
     missing = 0
+    few_seeds: list[str] = []  # "card scale" of pages whose verdicts rest on fewer than MIN_SEEDS seeds
+    few_verdicts = 0
     kinds = dict.fromkeys(CAUSE_KINDS, 0)
     for name in list_experiments():
         card = get_experiment(name)
@@ -99,7 +107,7 @@ def render_scoreboard(results_dir: str | Path) -> str:
             page = found.get((name, scale))
             if page is None:
                 if scale in ("small", "medium"):
-                    rows.append(f"| `{name}` | {scale} | not run | | | | | {card.scale(scale).expected} |")
+                    rows.append(f"| `{name}` | {scale} | not run | | | | | | {card.scale(scale).expected} |")
                 continue
             stale = sorted(set(page.verdicts) - set(claim_names))
             if stale:
@@ -115,8 +123,13 @@ def render_scoreboard(results_dir: str | Path) -> str:
             for obs, outcome in page.observations.items():
                 observations.append(f"| `{name}` | {scale} | `{obs}` | {outcome} | {texts[obs].replace('|', '/')} |")
             wall = format_duration(page.wall_time) if page.wall_time else "—"
+            seeds = "—" if page.seeds is None else str(page.seeds)
+            if page.seeds is not None and page.seeds < MIN_SEEDS:
+                seeds += " (provisional)"
+                few_seeds.append(f"`{name}` {scale}")
+                few_verdicts += page.count("HELD") + page.count("NOT HELD")
             rows.append(f"| `{name}` | {scale} | {page.count('HELD')} | {page.count('NOT HELD')} | "
-                        f"{page.count('UNDECIDED')} | [{page.path.name}]({page.path.name}) | {wall} | "
+                        f"{page.count('UNDECIDED')} | {seeds} | [{page.path.name}]({page.path.name}) | {wall} | "
                         f"{card.scale(scale).expected} |")
             for claim, verdict in page.verdicts.items():
                 if verdict != "NOT HELD":
@@ -137,11 +150,14 @@ def render_scoreboard(results_dir: str | Path) -> str:
             f"{totals['UNDECIDED']} undecided. Causes of the NOT HELD: "
             + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"; {missing} without a recorded cause. "
             f"Observations (judged, not counted): {len(observations)}.", "",
+            f"Seeds: a verdict needs at least {MIN_SEEDS}. {few_verdicts} of the held / not held verdicts above come "
+            f"from runs with fewer ({', '.join(few_seeds) or 'none'}): they are provisional until those scales are "
+            "re-run with 3 seeds.", "",
             "*recorded* is the wall time the runner wrote into the page (often on a loaded machine); *expected* "
             "is the card's stated wall time on 2 cores (`seqzoo reproduce --help`; the page says whether it was "
             "measured on idle cores).", "",
-            "| card | scale | held | not held | undecided | page | recorded | expected |",
-            "|---|---|---|---|---|---|---|---|",
+            "| card | scale | held | not held | undecided | seeds | page | recorded | expected |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows, "", "## Causes of the NOT HELD claims", "",
             "One of four: *budget* (a longer run or a still-falling curve moves it toward held), *claim wording* "
             "(the paper's own table disagrees with the claim as the card words it), *implementation* (a "
