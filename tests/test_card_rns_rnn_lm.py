@@ -37,7 +37,7 @@ def test_registered_and_grid_shape() -> None:
     assert rns.model == "rns_rnn_limited" and lstm.model == "lstm"
     assert rns.model_args["layer_kwargs"] == {"n_states": 1, "n_symbols": 3, "window": 10}
     assert rns.task_args == lstm.task_args == {"dataset": "ptb", "bptt": 35, "max_vocab": 2000}
-    assert CARD.scale("small").seeds == (0, 1)
+    assert CARD.scale("small").seeds == (0, 1, 2)
     assert CARD.scale("small").train["batch_size"] == 32 and CARD.metric == "perplexity"
     assert {e.labels["arch"] for e in CARD.entries("tiny")} == {"rns", "lstm"}
 

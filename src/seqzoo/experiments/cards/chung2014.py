@@ -176,13 +176,13 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train=_RMSPROP, seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: hidden 4, 2 steps of batch 4 per run."),
-        "small": Scale(train=_RMSPROP, seeds=(0, 1), grid=_small_grid, workers=1, expected_seconds=370,
+        "small": Scale(train=_RMSPROP, seeds=(0, 1, 2), grid=_small_grid, workers=1, expected_seconds=555,
                        note=f"RMSProp lr 3e-3 (all models), gradient-norm clip 1, no weight noise. JSB: batch 16 "
                             f"whole pieces, <= {SMALL_STEPS['jsb']} steps (~140 epochs), validation every 100 "
                             "steps, early stopping after 5 evaluations without improvement. Nottingham: training "
                             f"pieces cut into segments of <= {NOTTINGHAM_MAX_LEN} frames, batch 32, <= "
                             f"{SMALL_STEPS['nottingham']} steps (~32 epochs of the 1,994 segments), validation "
-                            "every 250 steps, early stopping after 4; validation/test on whole pieces. 2 seeds."),
+                            "every 250 steps, early stopping after 4; validation/test on whole pieces. 3 seeds."),
         "paper": Scale(train=_RMSPROP, seeds=(0, 1, 2), grid=None, workers=1,
                        note="longer budgets (JSB <= 20k steps, Nottingham <= 40k steps with 200-frame segments), "
                             "early stopping after 10 evaluations; still one lr and no weight noise. Defined, "
