@@ -176,7 +176,7 @@ CARD = register_experiment(ExperimentCard(
     scales={
         "tiny": Scale(train=_RMSPROP, seeds=(0,), grid=_tiny_grid, expected_seconds=20,
                       note="plumbing only: hidden 4, 2 steps of batch 4 per run."),
-        "small": Scale(train=_RMSPROP, seeds=(0, 1, 2), grid=_small_grid, workers=1, expected_seconds=555,
+        "small": Scale(train=_RMSPROP, seeds=(0, 1, 2), grid=_small_grid, workers=1, expected_seconds=720,
                        note=f"RMSProp lr 3e-3 (all models), gradient-norm clip 1, no weight noise. JSB: batch 16 "
                             f"whole pieces, <= {SMALL_STEPS['jsb']} steps (~140 epochs), validation every 100 "
                             "steps, early stopping after 5 evaluations without improvement. Nottingham: training "
