@@ -21,53 +21,26 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Any
 
 import torch
 
 
-def build(model: str, model_args: dict[str, Any], vocab: int) -> torch.nn.Module:
-    """A token model as the card builds it (``run_config.model_args_for`` with an lm task's spec), fresh weights."""
-    from seqzoo.models import create_model
-    from seqzoo.tasks.base import TaskSpec
-    from seqzoo.training.run_config import model_args_for
-
-    spec = TaskSpec(input_kind="tokens", output_kind="per_step", d_output=vocab, loss="cross_entropy",
-                    metrics=("ce",), primary_metric="ce", vocab_size=vocab)
-    return create_model(model, **model_args_for(model, model_args, spec))
-
-
-def gcnn_args(blocks: int, width: int) -> dict[str, Any]:
-    return {"d_model": width, "layer_kwargs": {"n_blocks": blocks, "kernel_size": 4, "activation": "glu"},
-            "head": "adaptive"}
-
-
-def lstm_flop_per_token(model: torch.nn.Module) -> int:
-    """Matrix-product FLOP per token of every ``nn.LSTM`` in ``model``: 2 x 4H x (input + H) per layer and
-    direction. ``FlopCounterMode`` counts 0 for the fused ``aten::lstm``, so these are added by hand."""
-    total = 0
-    for m in model.modules():
-        if isinstance(m, torch.nn.LSTM):
-            for layer in range(m.num_layers):
-                d_in = m.input_size if layer == 0 else m.hidden_size * (2 if m.bidirectional else 1)
-                total += 2 * 4 * m.hidden_size * (d_in + m.hidden_size) * (2 if m.bidirectional else 1)
-    return total
-
-
 def flop_per_token(model: torch.nn.Module, batch: int, length: int, vocab: int) -> float:
     """FLOP of scoring ``batch x length`` tokens (forward, output layer included) per token."""
-    from seqzoo.experiments.op_count import count_flops
+    from seqzoo.experiments.op_count import count_flops, fused_lstm_flops_per_token
 
     g = torch.Generator().manual_seed(0)
     text = torch.randint(0, vocab, (batch, length + 1), generator=g)
     model = model.eval()
     with torch.no_grad():
         flops = count_flops(lambda: model(text[:, :-1], targets=text[:, 1:]))
-    return flops / (batch * length) + lstm_flop_per_token(model)
+    return flops / (batch * length) + fused_lstm_flops_per_token(model)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from seqzoo.experiments.cards.gcnn import gcnn_args
     from seqzoo.experiments.latency import batched_throughput
+    from seqzoo.experiments.param_match import token_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gcnn", default="8x128", help="comma-separated GCNN sizes, blocks x width (default 8x128)")
@@ -87,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--gcnn: {item!r} is not blocks x width (e.g. 8x128)")
         sizes.append((blocks, width))
     torch.manual_seed(0)
-    lstm = build("lstm_native", {"d_model": a.lstm, "head": "adaptive"}, a.vocab)
-    gcnns = {f"{b}x{w}": build("gcnn", gcnn_args(b, w), a.vocab) for b, w in sizes}
+    lstm = token_model("lstm_native", {"d_model": a.lstm, "head": "adaptive"}, a.vocab)
+    gcnns = {f"{b}x{w}": token_model("gcnn", {**gcnn_args(w, b, "glu", a.vocab), "head": "adaptive"}, a.vocab)
+             for b, w in sizes}
     n_params = {name: sum(q.numel() for q in m.parameters()) for name, m in [("lstm", lstm), *gcnns.items()]}
     flops = {name: flop_per_token(m, a.batch, a.length, a.vocab) for name, m in [("lstm", lstm), *gcnns.items()]}
     ratios: dict[str, list[float]] = {n: [] for n in gcnns}

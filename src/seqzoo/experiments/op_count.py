@@ -28,3 +28,18 @@ def count_flops(step: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
+
+
+def fused_lstm_flops_per_token(model: Any) -> int:
+    """Matrix-product FLOP per token of every ``nn.LSTM`` in ``model``: 2 x 4H x (input + H) per layer and
+    direction. ``count_flops`` gives the fused ``aten::lstm`` 0, so a model's total is ``count_flops`` plus this."""
+    import torch
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.LSTM):
+            dirs = 2 if m.bidirectional else 1
+            for layer in range(m.num_layers):
+                d_in = m.input_size if layer == 0 else m.hidden_size * dirs
+                total += 2 * 4 * m.hidden_size * (d_in + m.hidden_size) * dirs
+    return total

@@ -10,19 +10,24 @@ from collections.abc import Callable
 from typing import Any
 
 
-def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
-    """Parameters of preset ``model`` as a token model over ``vocab`` classes (input and output), sized by the
-    same rule as a run (``run_config.model_args_for`` with a per-step token task's spec)."""
-    import torch
-
+def token_model(model: str, model_args: dict[str, Any], vocab: int) -> Any:
+    """Preset ``model`` built as a token model over ``vocab`` classes (input and output), sized by the same rule
+    as a run (``run_config.model_args_for`` with a per-step token task's spec); fresh weights, no data needed."""
     from seqzoo.models import create_model
     from seqzoo.tasks.base import TaskSpec
     from seqzoo.training.run_config import model_args_for
 
     spec = TaskSpec(input_kind="tokens", output_kind="per_step", d_output=vocab, loss="cross_entropy",
                     metrics=("ce",), primary_metric="ce", vocab_size=vocab)
+    return create_model(model, **model_args_for(model, model_args, spec))
+
+
+def count_params(model: str, model_args: dict[str, Any], vocab: int) -> int:
+    """Parameters of ``token_model(model, model_args, vocab)``, built on the meta device (no memory, no data)."""
+    import torch
+
     with torch.device("meta"):
-        m = create_model(model, **model_args_for(model, model_args, spec))
+        m = token_model(model, model_args, vocab)
     return sum(p.numel() for p in m.parameters())
 
 
